@@ -1,0 +1,23 @@
+// Where the workshop keeps what it makes. Never under the repo, which in the
+// VM is a synced folder (no device nodes, no ownership, slow).
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+
+export const jailHome = (): string => process.env.JAIL_HOME || '/var/lib/build-a-jail';
+export const jailCache = (): string => process.env.JAIL_CACHE || '/var/cache/build-a-jail';
+
+export const rootfsDir = (flavour: 'busybox' | 'debian'): string => join(jailHome(), 'rootfs', flavour);
+export const runDir = (): string => join(jailHome(), 'run');
+
+/**
+ * Every host resource the workshop creates is named with this prefix
+ * (network interfaces, cgroups, iptables comments), so `npm run clean` can
+ * find what a killed run left behind. Short, because interface names are at
+ * most 15 characters.
+ */
+export const PREFIX = 'baj';
+
+export function ensureDir(dir: string, mode = 0o755): string {
+  mkdirSync(dir, { recursive: true, mode });
+  return dir;
+}

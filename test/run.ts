@@ -1,0 +1,51 @@
+// npm test [-- N …]: runs each step's test file in its own Node process (a
+// crash in one cannot hide another's results), then prints one plain line:
+// "N passed, N failed, N skipped". Exit status is non-zero on any failure.
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const wanted = process.argv.slice(2).map((a) => a.replace(/^0+/, ''));
+const files = readdirSync(here)
+  .filter((f) => /^\d\d-.*\.test\.ts$/.test(f))
+  .filter((f) => wanted.length === 0 || wanted.includes(f.slice(0, 2).replace(/^0+/, '')))
+  .sort();
+
+if (files.length === 0) {
+  console.error(`no test file matches ${wanted.join(' ')}; the steps are ${readdirSync(here).filter((f) => f.endsWith('.test.ts')).map((f) => f.slice(0, 2)).join(' ')}`);
+  process.exit(2);
+}
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+
+for (const file of files) {
+  const out = await new Promise<{ code: number; text: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(here, file), '-c=false'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    child.stdout.on('data', (d) => {
+      text += d;
+      process.stdout.write(d);
+    });
+    child.on('close', (code) => resolve({ code: code ?? 1, text }));
+  });
+  const num = (label: string) => Number(out.text.match(new RegExp(`${label}:\\s+(\\d+)`))?.[1] ?? NaN);
+  const total = num('Total');
+  if (Number.isNaN(total)) {
+    console.log(`${file}: crashed before reporting (exit ${out.code})`);
+    failed += 1;
+    continue;
+  }
+  const p = num('Passed');
+  const s = num('Skipped');
+  passed += p;
+  skipped += s;
+  failed += total - p - s;
+  if (out.code !== 0 && total - p - s === 0) failed += 1; // a crash after the summary
+}
+
+console.log(`\n${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed ? 1 : 0);
