@@ -23,6 +23,7 @@ export const toolPackages: Record<string, string> = {
   unshare: 'util-linux',
   nsenter: 'util-linux',
   setpriv: 'util-linux',
+  flock: 'util-linux',
   mount: 'mount',
   chroot: 'coreutils',
   busybox: 'busybox-static',

@@ -49,3 +49,13 @@ export interface JailHook {
   /** The target has exited; the cleanup stack has not unwound yet. */
   report?(spec: JailSpec): Promise<void>;
 }
+
+/** A clean environment for the jail: nothing of the host's leaks in but the terminal type. */
+export function jailEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/root',
+    TERM: process.env.TERM || 'xterm',
+    ...extra,
+  };
+}

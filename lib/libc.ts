@@ -1,0 +1,195 @@
+// The libc calls the lesson's Go code makes through package syscall
+// (syscall.Mount, syscall.PivotRoot, syscall.Sethostname …), reached from
+// TypeScript through the koffi FFI. Only code that already runs inside the
+// jail's namespaces uses these; the host side uses the ordinary tools.
+import koffi from 'koffi';
+import { constants } from 'node:os';
+
+const libc = koffi.load('libc.so.6');
+
+// mount(2) flags, from <sys/mount.h>
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_REMOUNT = 32;
+export const MS_BIND = 4096;
+export const MS_REC = 16384;
+export const MS_PRIVATE = 1 << 18;
+export const MNT_DETACH = 2;
+
+const _mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
+const _umount2 = libc.func('int umount2(const char *target, int flags)');
+const _syscall = libc.func('long syscall(long number, ...)');
+const _sethostname = libc.func('int sethostname(const char *name, size_t len)');
+const _chroot = libc.func('int chroot(const char *path)');
+const _chdir = libc.func('int chdir(const char *path)');
+const _mknod = libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)');
+const _execve = libc.func('int execve(const char *path, const char **argv, const char **envp)');
+const _fcntl = libc.func('int fcntl(int fd, int cmd, ...)');
+const _signal = libc.func('void *signal(int sig, void *handler)');
+const _sigprocmask = libc.func('int sigprocmask(int how, void *set, void *old)');
+const _sigemptyset = libc.func('int sigemptyset(void *set)');
+const _sigaddset = libc.func('int sigaddset(void *set, int sig)');
+const _waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)');
+const _tcsetpgrp = libc.func('int tcsetpgrp(int fd, int pgrp)');
+const _tcgetpgrp = libc.func('int tcgetpgrp(int fd)');
+const _getpgrp = libc.func('int getpgrp()');
+const _renameat2 = libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)');
+const _posix_spawn = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)');
+const _spawnattr_init = libc.func('int posix_spawnattr_init(void *attr)');
+const _spawnattr_setflags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
+const _spawnattr_setsigmask = libc.func('int posix_spawnattr_setsigmask(void *attr, void *set)');
+const _spawnattr_setsigdefault = libc.func('int posix_spawnattr_setsigdefault(void *attr, void *set)');
+const _spawnattr_setpgroup = libc.func('int posix_spawnattr_setpgroup(void *attr, int pgroup)');
+
+const errnoNames = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [v, k]));
+
+export class SyscallError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call}: ${errnoNames[errno] ?? 'errno ' + errno}`);
+    this.name = 'SyscallError';
+  }
+  get code(): string {
+    return errnoNames[this.errno] ?? String(this.errno);
+  }
+}
+
+function check(ret: number | bigint, call: string): void {
+  if (Number(ret) < 0) throw new SyscallError(call, koffi.errno());
+}
+
+export function mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): void {
+  check(_mount(source, target, fstype, flags, data), `mount ${target}`);
+}
+
+export function umount2(target: string, flags: number): void {
+  check(_umount2(target, flags), `umount2 ${target}`);
+}
+
+// glibc has no pivot_root() wrapper; the syscall number is per architecture.
+const SYS_pivot_root = ({ x64: 155, arm64: 41, riscv64: 41 } as Record<string, number>)[process.arch];
+
+export function pivotRoot(newRoot: string, putOld: string): void {
+  if (SYS_pivot_root === undefined) throw new Error(`pivot_root: unknown syscall number on ${process.arch}`);
+  check(_syscall(SYS_pivot_root, 'const char *', newRoot, 'const char *', putOld), 'pivot_root');
+}
+
+export function sethostname(name: string): void {
+  check(_sethostname(name, Buffer.byteLength(name)), 'sethostname');
+}
+
+export function chroot(path: string): void {
+  check(_chroot(path), `chroot ${path}`);
+}
+
+export function chdir(path: string): void {
+  check(_chdir(path), `chdir ${path}`);
+}
+
+export const S_IFCHR = 0o020000;
+export const makedev = (major: number, minor: number): bigint => (BigInt(major) << 8n) | BigInt(minor);
+
+export function mknod(path: string, mode: number, dev: bigint): void {
+  check(_mknod(path, mode, dev), `mknod ${path}`);
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** fds 0-2 must survive execve; Node may have marked them close-on-exec. */
+export function clearCloexec(fd: number): void {
+  const flags = _fcntl(fd, F_GETFD);
+  if (flags >= 0) _fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC);
+}
+
+export const SIGPIPE = constants.signals.SIGPIPE;
+export const SIGXFSZ = constants.signals.SIGXFSZ;
+export const SIGTTOU = constants.signals.SIGTTOU;
+export const SIGTTIN = constants.signals.SIGTTIN;
+
+/** Node ignores SIGPIPE; ignored signals stay ignored across exec, so put them back. */
+export function resetToDefault(sig: number): void {
+  _signal(sig, null);
+}
+
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+const sigset = (signals: number[]): Buffer => {
+  const set = Buffer.alloc(128);
+  _sigemptyset(set);
+  for (const s of signals) _sigaddset(set, s);
+  return set;
+};
+
+/** Blocks signals in the calling (main) thread. */
+export function blockSignals(signals: number[]): void {
+  check(_sigprocmask(SIG_BLOCK, sigset(signals), null), 'sigprocmask');
+}
+
+export function unblockAllSignals(): void {
+  check(_sigprocmask(SIG_SETMASK, sigset([]), null), 'sigprocmask');
+}
+
+export function execve(path: string, argv: string[], env: string[]): never {
+  check(_execve(path, [...argv, null], [...env, null]), `execve ${path}`);
+  throw new Error('unreachable');
+}
+
+export const WNOHANG = 1;
+
+/** waitpid(2): returns [pid, raw status]; pid 0 means nothing has exited yet. */
+export function waitpid(pid: number, options: number): [number, number] {
+  const status = [0];
+  const ret = _waitpid(pid, status, options);
+  if (ret < 0) throw new SyscallError('waitpid', koffi.errno());
+  return [ret, status[0]!];
+}
+
+/** Decodes a raw wait status into the shell's convention: exit code, or 128+signal. */
+export function shellStatus(raw: number): number {
+  const sig = raw & 0x7f;
+  return sig === 0 ? (raw >> 8) & 0xff : 128 + sig;
+}
+
+export const tcsetpgrp = (fd: number, pgrp: number): number => _tcsetpgrp(fd, pgrp);
+export const tcgetpgrp = (fd: number): number => _tcgetpgrp(fd);
+export const getpgrp = (): number => _getpgrp();
+
+const RENAME_EXCHANGE = 2;
+const AT_FDCWD = -100;
+
+/** Swaps two paths in one step: nobody ever sees neither or half of them. */
+export function exchangePaths(a: string, b: string): void {
+  check(_renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE), `renameat2 ${a} <-> ${b}`);
+}
+
+const POSIX_SPAWN_SETPGROUP = 0x02;
+const POSIX_SPAWN_SETSIGDEF = 0x04;
+const POSIX_SPAWN_SETSIGMASK = 0x08;
+const POSIX_SPAWN_SETSID = 0x80;
+
+/**
+ * posix_spawn(3): fork+exec done by libc, safe in a multi-threaded process
+ * like Node. The child gets an empty signal mask and default handlers, and
+ * either its own process group (to own the terminal) or its own session.
+ */
+export function spawn(path: string, argv: string[], env: string[], opts: { newGroup?: boolean; newSession?: boolean } = {}): number {
+  const attr = Buffer.alloc(512);
+  _spawnattr_init(attr);
+  let flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (opts.newGroup) flags |= POSIX_SPAWN_SETPGROUP;
+  if (opts.newSession) flags |= POSIX_SPAWN_SETSID;
+  _spawnattr_setflags(attr, flags);
+  _spawnattr_setsigmask(attr, sigset([]));
+  _spawnattr_setsigdefault(attr, sigset([SIGPIPE, SIGXFSZ, SIGTTOU, SIGTTIN, constants.signals.SIGINT, constants.signals.SIGTERM, constants.signals.SIGHUP, constants.signals.SIGQUIT]));
+  if (opts.newGroup) _spawnattr_setpgroup(attr, 0);
+  const pid = [0];
+  const err = _posix_spawn(pid, path, null, attr, [...argv, null], [...env, null]);
+  if (err !== 0) throw new SyscallError(`posix_spawn ${path}`, err);
+  return pid[0]!;
+}
