@@ -57,7 +57,7 @@ export async function demonstrateEscape(rootfs: string): Promise<number> {
   try {
     explain(`A marker file on the host: ${marker}. A root process locks itself into the rootfs`);
     explain('with chroot(2), then chroots into a subdirectory without chdir and climbs "..":');
-    const escape = fileURLToPath(new URL('./escape.ts', import.meta.url));
+    const escape = fileURLToPath(new URL('./escape-demo.ts', import.meta.url));
     showCommand(`node --import tsx ${escape} ${rootfs} ${marker}`);
     const out = await run([process.execPath, '--import', 'tsx', escape, rootfs, marker]);
     console.log(indent(out));

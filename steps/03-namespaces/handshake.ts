@@ -1,0 +1,75 @@
+// The init and the launcher talk over one socket, fd 3 in the init:
+//   init -> launcher  "pid 4242"        my PID as the host sees it
+//   launcher -> init  "go"              uid maps, cgroups, veths are in place
+//   init -> launcher  "error <message>" setup failed; the launcher explains
+// The init must not start the target before "go": that is how a cgroup or a
+// network exists before the first instruction of the target runs.
+import { Socket } from 'node:net';
+import { readlinkSync, writeSync } from 'node:fs';
+
+export const HANDSHAKE_FD = 3;
+
+export function sendToLauncher(line: string): void {
+  try {
+    writeSync(HANDSHAKE_FD, line + '\n');
+  } catch {}
+}
+
+let socket: Socket | undefined;
+
+/**
+ * Tells the launcher our host PID and waits for its "go". In a new user
+ * namespace we started as an unmapped user (the launcher writes the ID maps
+ * only now); unshare --keep-caps kept our capabilities across the exec as
+ * ambient ones, so we can now become the namespace's root: setuid(0) inside
+ * is the unprivileged host uid the map names.
+ */
+export async function waitForGo(userns: boolean): Promise<void> {
+  await receiveGo();
+  if (userns) {
+    process.setgid(0);
+    process.setuid(0);
+  }
+}
+
+function receiveGo(): Promise<void> {
+  // /proc is still the host's here, so /proc/self names our PID in the host's
+  // PID namespace, while getpid() already says 1.
+  sendToLauncher(`pid ${readlinkSync('/proc/self')}`);
+  return new Promise((resolve, reject) => {
+    const sock = (socket = new Socket({ fd: HANDSHAKE_FD, readable: true, writable: false }));
+    let buf = '';
+    sock.on('data', (d) => {
+      buf += d;
+      if (buf.includes('go\n')) {
+        sock.pause();
+        sock.unref();
+        resolve();
+      }
+    });
+    sock.on('end', () => reject(new Error('the launcher went away before the jail started')));
+    sock.on('error', reject);
+  });
+}
+
+/** Setup is done: close fd 3, so the target does not inherit it. */
+export function closeHandshake(): void {
+  socket?.destroy();
+}
+
+/** Reports a setup failure to the launcher and exits; 125 is "the jail runtime failed", as in docker run. */
+export function die(err: unknown): never {
+  const e = err as Error & { code?: string };
+  sendToLauncher(`error ${JSON.stringify({ message: e.message, code: e.code })}`);
+  if (process.env.DEBUG) process.stderr.write(`jail init: ${e.stack}\n`);
+  process.exit(125);
+}
+
+export function readSpec<T>(): T {
+  const raw = process.env.JAIL_SPEC;
+  if (!raw) {
+    process.stderr.write('this is the jail init; the launcher starts it (npm run step 3/4)\n');
+    process.exit(2);
+  }
+  return JSON.parse(raw) as T;
+}

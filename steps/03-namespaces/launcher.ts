@@ -1,0 +1,123 @@
+// The launcher: the host side of a jail (the lesson's "wocker"). It asks
+// `unshare` for the namespaces, starts the init inside them, finishes what
+// only the host can do (ID maps; later steps add cgroups and veths), lets the
+// init go, waits, and undoes everything it made — on success, on error and
+// on Ctrl-C alike.
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { bundled } from '../../lib/bundle.ts';
+import { CleanupStack, withSignals } from '../../lib/cleanup.ts';
+import { JailError, signalNumber } from '../../lib/errors.ts';
+import { explain, heading, showCommand } from '../../lib/output.ts';
+import { isRoot, requireTools } from '../../lib/preflight.ts';
+import type { JailHook, JailSpec } from '../../lib/spec.ts';
+import { cloneFlags, idMap, unshareArgs } from './namespaces.ts';
+
+export interface LaunchOptions {
+  /** The init's TypeScript entry point (step 03's or step 04's). */
+  init: string;
+  hooks?: JailHook[];
+  /** Called once the target runs, with the init's host PID. */
+  onStarted?: (initPid: number) => void;
+}
+
+/** How long PID 1 gets to stop the jail after SIGTERM before it is killed. */
+const STOP_GRACE_MS = 3000;
+
+export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<number> {
+  requireTools('unshare', 'setpriv');
+  const hooks = opts.hooks ?? [];
+  await using cleanup = new CleanupStack();
+  for (const hook of hooks) await hook.prepare?.(spec, cleanup);
+
+  const init = await bundled(opts.init, `init-${spec.pivot ? 'pivot' : 'exec'}`);
+  const unshare = unshareArgs(spec.namespaces);
+  heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
+  showCommand(`${unshare.join(' ')} -- ${spec.command.join(' ')}`);
+  // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
+  // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
+  // namespace dies, the kernel kills every process in it. No orphan jails.
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, init], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, JAIL_SPEC: JSON.stringify(spec) },
+  });
+  const exited = new Promise<number>((resolve) =>
+    child.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))),
+  );
+  child.on('error', () => {});
+  const channel = child.stdio[3] as Readable & Writable;
+  let initPid = 0;
+  let stopping: NodeJS.Signals | undefined;
+
+  const stop = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = sig;
+    if (!initPid) return void child.kill('SIGKILL');
+    // PID 1 ignores signals it has no handler for; ours forwards them to the target
+    process.kill(initPid, sig === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
+    setTimeout(() => {
+      try {
+        process.kill(initPid, 'SIGKILL');
+      } catch {}
+    }, STOP_GRACE_MS).unref();
+  };
+
+  return withSignals(stop, async () => {
+    const messages = lines(channel);
+    const first = await messages.next();
+    if (first.done || !first.value.startsWith('pid ')) {
+      const status = await exited;
+      throw new JailError(`the jail's init did not start (exit status ${status})`, 'run npm run doctor to check this machine');
+    }
+    initPid = Number(first.value.slice(4));
+    if (spec.namespaces.includes('user')) writeIdMaps(initPid);
+    for (const hook of hooks) await hook.attach?.(spec, initPid, cleanup);
+    if (stopping) stop(stopping);
+    channel.write('go\n');
+    opts.onStarted?.(initPid);
+    // the init only speaks again if its setup failed
+    const next = await messages.next();
+    const status = await exited;
+    if (!next.done && next.value.startsWith('error ')) {
+      const err = JSON.parse(next.value.slice(6)) as { message: string; code?: string };
+      throw new JailError(`the jail could not be set up: ${err.message}`, hintFor(err.code));
+    }
+    for (const hook of hooks) await hook.report?.(spec);
+    return status;
+  });
+}
+
+/** Root inside, someone unprivileged outside. Written once, from outside, before the init goes on. */
+function writeIdMaps(pid: number): void {
+  const uid = process.getuid!();
+  const gid = process.getgid!();
+  explain(`user namespace: root inside is ${isRoot() ? `uid ${idMap(uid, true).split(' ')[1]}` : `you (uid ${uid})`} outside`);
+  if (!isRoot()) {
+    // an unprivileged writer must give up setgroups(2) first, or it could drop supplementary groups used as denials
+    showCommand(`echo deny > /proc/${pid}/setgroups`);
+    writeFileSync(`/proc/${pid}/setgroups`, 'deny');
+  }
+  showCommand(`echo '${idMap(uid, isRoot()).trim()}' > /proc/${pid}/uid_map`);
+  writeFileSync(`/proc/${pid}/uid_map`, idMap(uid, isRoot()));
+  writeFileSync(`/proc/${pid}/gid_map`, idMap(gid, isRoot()));
+}
+
+function hintFor(code: string | undefined): string | undefined {
+  if (code === 'EPERM' || code === 'EACCES') return 'inside a user namespace some mounts and device nodes are not allowed; try without --user';
+  if (code === 'EBUSY') return 'something still uses that mount; run npm run clean';
+  return 'run npm run doctor, and npm run clean if an earlier run was killed';
+}
+
+/** The lines a stream delivers, as an async iterator. */
+async function* lines(stream: Readable): AsyncGenerator<string> {
+  let buf = '';
+  for await (const chunk of stream) {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf('\n')) !== -1) {
+      yield buf.slice(0, i);
+      buf = buf.slice(i + 1);
+    }
+  }
+}
