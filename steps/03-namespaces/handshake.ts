@@ -27,8 +27,8 @@ let socket: Socket | undefined;
 export async function waitForGo(userns: boolean): Promise<void> {
   await receiveGo();
   if (userns) {
-    process.setgid(0);
-    process.setuid(0);
+    process.setgid!(0);
+    process.setuid!(0);
   }
 }
 

@@ -1,7 +1,7 @@
 // Step 04: the god process builds the prison from inside. These run in the
 // init, in the jail's new mount namespace, before the target exists — the
 // lesson's syscall.Mount / syscall.PivotRoot, in runc's order.
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   chdir, makedev, mknod, mount, pivotRoot, umount2, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, S_IFCHR, SyscallError,
@@ -85,6 +85,7 @@ export function mountDev(rootfs: string): void {
 function makeDeviceNode(path: string, name: string, major: number, minor: number): void {
   try {
     mknod(path, S_IFCHR | 0o666, makedev(major, minor));
+    chmodSync(path, 0o666); // mknod's mode passes through the umask; /dev/null must be writable by all
   } catch (err) {
     if (!(err instanceof SyscallError) || err.code !== 'EPERM') throw err;
     writeFileSync(path, '');
