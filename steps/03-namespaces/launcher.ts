@@ -63,7 +63,8 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     }, STOP_GRACE_MS).unref();
   };
 
-  return withSignals(stop, async () => {
+  // `return await`, not `return`: the cleanup stack must unwind after the jail ends, not when the promise is made
+  return await withSignals(stop, async () => {
     const messages = lines(channel);
     const first = await messages.next();
     if (first.done || !first.value.startsWith('pid ')) {

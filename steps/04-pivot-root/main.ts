@@ -33,7 +33,7 @@ export function pivotSpec(rootfs: string, hostname: string | undefined, user: bo
   };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+if (import.meta.url === `file://${process.argv[1]}`) {
   await runMain(async () => {
     const args = parseArgs(process.argv.slice(2), flags);
     if (args.help) {
