@@ -215,6 +215,10 @@ export async function buildDebianRootfs(dest: string, opts: DebianOptions = {}):
     await run(['cp', '-a', '--reflink=auto', cache, tmp]);
     writeFileSync(join(tmp, 'etc/hostname'), 'jail\n');
     writeFileSync(join(tmp, 'etc/resolv.conf'), hostResolvConf());
+    // debootstrap made sshd host keys once, in the cache; every copy sharing
+    // them would let one jail impersonate another. Each makes its own (step 07).
+    const ssh = join(tmp, 'etc/ssh');
+    if (existsSync(ssh)) for (const f of readdirSync(ssh)) if (f.startsWith('ssh_host_')) rmSync(join(ssh, f));
   });
   ok(`built ${dest} (${sizeOf(dest)}), Debian ${readFileSync(join(dest, 'etc/debian_version'), 'utf8').trim()}`);
 }
