@@ -167,6 +167,12 @@ export async function assertHostUnchanged(before: HostState, context = ''): Prom
     after = hostState();
   }
   for (const key of Object.keys(before) as (keyof HostState)[]) {
+    const gone = before[key] instanceof Array ? (before[key] as string[]).filter((x) => !(after[key] as string[]).includes(x)) : [];
+    const added = after[key] instanceof Array ? (after[key] as string[]).filter((x) => !(before[key] as string[]).includes(x)) : [];
+    if (JSON.stringify(after[key]) !== JSON.stringify(before[key])) {
+      // uvu does not print failures in hooks; say it here
+      console.error(`\nhost ${key} changed ${context}: added ${JSON.stringify(added)}, gone ${JSON.stringify(gone)}${typeof before[key] === 'string' ? ` (${before[key]} -> ${after[key]})` : ''}`);
+    }
     assert.equal(after[key], before[key], `host ${key} changed ${context}`);
   }
 }

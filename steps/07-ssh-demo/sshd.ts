@@ -97,6 +97,7 @@ export function sshBanner(host = '127.0.0.1', port = SSH_PORT, timeoutMs = 1000)
     sock.setTimeout(timeoutMs, () => done(undefined));
     sock.on('data', (d) => done(String(d).startsWith('SSH-') ? String(d).trim() : undefined));
     sock.on('error', () => done(undefined));
+    sock.on('close', () => done(undefined)); // e.g. a proxy that accepted, then found nobody behind it
   });
 }
 

@@ -1,0 +1,120 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import * as assert from 'uvu/assert';
+import { assertHostUnchanged, hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState } from './helpers.ts';
+import { clientKey, demoRootfs, sshCommand } from '../steps/07-ssh-demo/sshd.ts';
+
+const test = rootSuite('step 07: the ssh demo');
+const env = { JAIL_QUIET: '1' };
+let before: HostState;
+
+test.before(async () => {
+  if (!isRoot) return;
+  assert.is((await runStep(7, ['--stop'], { env })).code, 0);
+  const built = await runStep(1, ['--debian'], { env, timeoutMs: 1_200_000 });
+  assert.is(built.code, 0, built.stderr);
+});
+test.before.each(() => {
+  before = hostState();
+});
+test.after.each(async () => {
+  await runStep(7, ['--stop'], { env });
+  await assertHostUnchanged(before);
+});
+
+function ssh(command: string, extra: string[] = []) {
+  const [cmd, ...args] = sshCommand(extra);
+  return spawnSync(cmd!, [...args, command], { encoding: 'utf8', timeout: 20_000 });
+}
+
+async function provesTheLesson(mode: string) {
+  const up = await runStep(7, ['--detach', '--net', mode], { env, timeoutMs: 180_000 });
+  assert.is(up.code, 0, up.stderr);
+  assert.is(ssh('hostname').stdout, 'hello\n');
+  const ps = ssh('ps -e -o pid=,ppid=,comm=').stdout.trim().split('\n').map((l) => l.trim().split(/\s+/));
+  assert.equal(ps[0], ['1', '0', 'node'], 'the god process is PID 1');
+  const sshd = ps.find((p) => p[2] === 'sshd');
+  assert.ok(sshd && sshd[1] === '1', 'sshd runs under PID 1');
+  assert.ok(ps.length < 12, `only the jail's processes: ${ps.map((p) => p[2])}`);
+  assert.is(ssh('uname -r').stdout.trim(), sh('uname -r').stdout.trim());
+  // the session's own processes are in the jail's cgroup (read from inside), whose limits are the defaults (read from the host)
+  const cgroup = ssh('cat /proc/self/cgroup').stdout;
+  const pidsPath = cgroup.match(/^\d+:pids:(\/build-a-jail\/baj-ssh-demo)$/m)?.[1] ?? cgroup.match(/^0::(\/build-a-jail\/baj-ssh-demo)$/m)?.[1];
+  assert.ok(pidsPath, `the session is in the jail's cgroup: ${cgroup}`);
+  const limit = (v1: string, v2: string) => readFileSync(existsSync(`/sys/fs/cgroup/${v1}`) ? `/sys/fs/cgroup/${v1}` : `/sys/fs/cgroup/${v2}`, 'utf8').trim();
+  assert.is(limit(`pids${pidsPath}/pids.max`, `${pidsPath}/pids.max`), '256');
+  assert.is(limit(`memory${pidsPath}/memory.limit_in_bytes`, `${pidsPath}/memory.max`), String(512 * 1024 * 1024));
+}
+
+test("host network (the lesson's way): ssh -p 23322 root@127.0.0.1 is hello, PID 1 is the god process", async () => {
+  await provesTheLesson('host');
+});
+
+test('bridge network: the same, through the published port', async () => {
+  await provesTheLesson('bridge');
+  assert.match(ssh('ip -4 -o addr show eth0').stdout, /inet 10\.231\.0\.\d+\//);
+});
+
+test('an interactive session gets a terminal (ssh -tt)', async () => {
+  assert.is((await runStep(7, ['--detach'], { env, timeoutMs: 180_000 })).code, 0);
+  const r = ssh('tty; test -t 0 && echo is-a-tty', ['-tt']);
+  assert.match(r.stdout, /\/dev\/pts\/\d+/);
+  assert.match(r.stdout, /is-a-tty/);
+});
+
+test('--stop ends sshd and every open session within seconds, and nothing of the jail survives', async () => {
+  assert.is((await runStep(7, ['--detach'], { env, timeoutMs: 180_000 })).code, 0);
+  const [cmd, ...args] = sshCommand();
+  const session = spawn(cmd!, [...args, 'echo in; sleep 600'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  session.stdout.on('data', (d) => (out += d));
+  const sessionClosed = new Promise((r) => session.on('close', r));
+  await waitFor('the session', () => out.includes('in'));
+  const t0 = Date.now();
+  assert.is((await runStep(7, ['--stop'], { env })).code, 0);
+  await sessionClosed;
+  assert.ok(Date.now() - t0 < 5000, 'the session ended with the jail');
+  assert.equal(hostState().jailProcesses, []);
+});
+
+test('SIGTERM to a foreground jail ends it too', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '7'], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  await waitFor('sshd', () => ssh('true', ['-o', 'ConnectTimeout=1']).status === 0, 60_000, 200);
+  child.kill('SIGTERM');
+  assert.is(await closed, 143);
+});
+
+test('repeat runs reuse the rootfs; the key is 0600; host keys are made per jail, not from the cache', () => {
+  const rootfs = demoRootfs();
+  assert.ok(existsSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key')));
+  assert.is(statSync(clientKey()).mode & 0o777, 0o600);
+  const cached = sh(`ls /var/cache/build-a-jail/debootstrap/*/etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null | head -1`).stdout.trim();
+  if (cached) assert.is.not(readFileSync(cached, 'utf8'), readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8'));
+  const debian = join(process.env.JAIL_HOME || '/var/lib/build-a-jail', 'rootfs/debian/etc/ssh');
+  assert.not.ok(existsSync(join(debian, 'ssh_host_ed25519_key')) && readFileSync(join(debian, 'ssh_host_ed25519_key.pub'), 'utf8') === readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8'));
+});
+
+test('bad input: a taken port, a jail already running, a command, --net none', async () => {
+  const squatter = createServer().listen({ host: '127.0.0.1', port: 23322 });
+  await new Promise((r) => squatter.once('listening', r));
+  try {
+    const r = await runStep(7, ['--detach'], { env });
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /port 23322 on 127\.0\.0\.1 is already in use/);
+  } finally {
+    squatter.close();
+  }
+  assert.is((await runStep(7, ['--detach'], { env, timeoutMs: 180_000 })).code, 0);
+  const again = await runStep(7, ['--detach'], { env });
+  assert.is(again.code, 1);
+  assert.match(again.stderr, /already running/);
+  const cmd = await runStep(7, ['--', 'ls'], { env });
+  assert.is(cmd.code, 1);
+  const none = await runStep(7, ['--net', 'none'], { env });
+  assert.match(none.stderr, /already running|no way in/);
+});
+
+test.run();
