@@ -2,6 +2,7 @@
 // builds the prison from inside, then stays as a real init: it starts the
 // target as its child, hands it the terminal, forwards signals, reaps every
 // zombie, and exits with the target's status. Bundled by lib/bundle.ts.
+import { writeFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { blockSignals, clearCloexec, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
 import type { JailSpec } from '../../lib/spec.ts';
@@ -48,7 +49,13 @@ for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may have marked them close
 // SIGTTOU unless it is blocked.
 const terminal = !spec.detached && isatty(0) && tcgetpgrp(0) === getpgrp();
 blockSignals([SIGTTOU]);
+// When the jail runs out of memory, the kernel's OOM killer picks its
+// biggest process — and this Node init is often bigger than the workload.
+// The target (and all it starts) inherits a score of 1000, "kill me first";
+// we return to 0, which needs no privilege since we never went below it.
+writeFileSync('/proc/self/oom_score_adj', '1000');
 const target = spawn(path, spec.command, envList(spec.env), spec.detached ? { newSession: true } : { newGroup: true });
+writeFileSync('/proc/self/oom_score_adj', '0');
 if (terminal) tcsetpgrp(0, target);
 
 for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {

@@ -15,7 +15,7 @@
 //   hybrid      v1 controllers, plus a v2 tree at /sys/fs/cgroup/unified that
 //               holds none of them (systemd's compromise): the v1 ones do the work.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { FlagSpecs } from '../../lib/cli.ts';
 import type { CleanupStack } from '../../lib/cleanup.ts';
 import { JailError } from '../../lib/errors.ts';
@@ -588,27 +588,30 @@ async function removeCgroupDir(dir: string, onlyIfEmpty = false): Promise<boolea
   }
 }
 
-/** The undo of prepare(): kill what is still inside, rmdir the leaf, then the workshop parent if no other jail uses it. */
-async function removeCgroup(cg: JailCgroup): Promise<void> {
-  const leaves = leafDirs(cg).filter((dir) => existsSync(dir));
+/** One jail's leaf in every hierarchy: child cgroups it made first, then kill what is inside, then rmdir. */
+async function removeLeaves(leaves: string[]): Promise<string[]> {
+  leaves = leaves.filter((dir) => existsSync(dir));
   for (const leaf of leaves) for (const child of subdirs(leaf)) await removeCgroupTree(child);
+  // All hierarchies at once: on v1 only the pids tree can stop a fork bomb (pids.max 0).
   await killCgroup(leaves);
-  for (const leaf of leaves) await removeCgroupDir(leaf);
+  const removed: string[] = [];
+  for (const leaf of leaves) if (await removeCgroupDir(leaf)) removed.push(leaf);
+  return removed;
+}
+
+/** The undo of prepare(): empty and remove the leaf, then the workshop parent if no other jail uses it. */
+async function removeCgroup(cg: JailCgroup): Promise<void> {
+  await removeLeaves(leafDirs(cg));
   for (const parent of unique(cg.controllers.map((c) => workshopDir(cg.tree, c)))) await removeCgroupDir(parent, true);
 }
 
 /** For `npm run clean`: removes every cgroup under build-a-jail in every hierarchy, killing what is left in them. */
 export async function cleanCgroups(): Promise<string[]> {
+  const parents = unique(cgroupMounts().map(([dir]) => join(dir, WORKSHOP_CGROUP))).filter((dir) => existsSync(dir));
+  const names = unique(parents.flatMap((parent) => subdirs(parent).map((leaf) => basename(leaf))));
   const removed: string[] = [];
-  for (const root of unique(cgroupMounts().map(([dir]) => dir))) {
-    const parent = join(root, WORKSHOP_CGROUP);
-    if (!existsSync(parent)) continue;
-    for (const leaf of subdirs(parent)) {
-      await removeCgroupTree(leaf);
-      removed.push(leaf);
-    }
-    if (await removeCgroupDir(parent, true)) removed.push(parent);
-  }
+  for (const name of names) removed.push(...(await removeLeaves(parents.map((parent) => join(parent, name)))));
+  for (const parent of parents) if (await removeCgroupDir(parent, true)) removed.push(parent);
   return removed;
 }
 
@@ -684,12 +687,32 @@ function reportUsage(cg: JailCgroup, limits: Limits): void {
   showCommand(`cat ${shown.filter(([c]) => cg.controllers.includes(c)).map(([c, f]) => join(leafDir(cg, c), f)).join(' ')}`);
   const s = cgroupStats(cg.name);
   const seconds = (usec: number) => `${(usec / 1e6).toFixed(2)} s`;
-  const cpuLine = s.cpuUsec === undefined ? 'CPU time not counted (no cpuacct controller)' : `CPU time ${seconds(s.cpuUsec)}`;
-  explain(`${cpuLine}; throttled in ${s.throttled} of ${s.periods} periods${s.throttled ? ` (${seconds(s.throttledUsec)} waiting)` : ''}`);
+  const cpuTime = s.cpuUsec === undefined ? 'CPU time not counted (no cpuacct controller)' : `CPU time ${seconds(s.cpuUsec)}`;
+  const throttling = `throttled in ${s.throttled} of ${s.periods} periods${s.throttled ? `, ${seconds(s.throttledUsec)} waiting` : ''}`;
+  explain(limits.cpus === undefined ? cpuTime : `${cpuTime} (${throttling})`);
   explain(`memory at most ${s.memoryPeakBytes === undefined ? 'not counted' : formatBytes(s.memoryPeakBytes)}${limits.memory ? ` of ${formatBytes(limits.memory)}` : ''}; OOM kills: ${s.oomKills}`);
   explain(`tasks at most ${s.pidsPeak ?? 'not counted (no pids.peak before Linux 6.1)'}${limits.pids ? ` of ${limits.pids}` : ''}; forks refused: ${s.forksRefused}`);
   if (s.oomKills) warn(`the kernel OOM-killed ${s.oomKills} process${s.oomKills > 1 ? 'es' : ''} of the jail that went past --memory`);
   if (s.forksRefused) warn(`fork() failed ${s.forksRefused} time${s.forksRefused > 1 ? 's' : ''} in the jail: it hit --pids`);
+}
+
+/**
+ * The jail's init (a Node process) is in the cgroup too, and that is honest:
+ * its threads count against pids.max, and past the memory limit the kernel
+ * OOM-kills the process with the most memory in the cgroup — which, with a
+ * small limit, is the init (its memory was charged elsewhere, but its size counts).
+ */
+function weighInit(initPid: number, limits: Limits): void {
+  const status = readText(`/proc/${initPid}/status`);
+  const threads = Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 1);
+  const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+  if (limits.pids !== undefined) {
+    if (limits.pids <= threads + 1) warn(`the jail's init already has ${threads} threads, and they count against --pids ${limits.pids}: the target may not even start; try --pids ${threads + 16}`);
+    else explain(`the init's own ${threads} thread${threads > 1 ? 's' : ''} count against pids.max too: the rest of the jail gets ${limits.pids - threads}`);
+  }
+  if (limits.memory !== undefined && limits.memory < 2 * rss) {
+    warn(`the jail's init uses ${formatBytes(rss)}: past --memory ${formatBytes(limits.memory)} the OOM killer may pick it, the biggest process, and end the jail; try --memory ${formatBytes(2 ** Math.ceil(Math.log2(2 * rss)))}`);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -724,12 +747,7 @@ export function cgroupHook(limits: Limits): JailHook {
       const cg = cgroupOf(spec);
       explain('The jail joins its cgroup before the target runs: its children are born inside.');
       addProcess(cg, initPid);
-      // The init is in the jail's cgroup too: its threads count against pids.max.
-      const threads = existsSync(`/proc/${initPid}/task`) ? readdirSync(`/proc/${initPid}/task`).length : 1;
-      if (limits.pids !== undefined) {
-        if (limits.pids <= threads + 1) warn(`the jail's init already has ${threads} threads, and they count against --pids ${limits.pids}: the target may not even start; try --pids ${threads + 16}`);
-        else explain(`the init's own threads (${threads}) count against pids.max too: the jail's other tasks get ${limits.pids - threads}`);
-      }
+      weighInit(initPid, limits);
       ok(`PID ${initPid} and all it starts are limited`);
     },
     async report(spec: JailSpec) {

@@ -7,11 +7,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { parseArgs } from '../lib/cli.ts';
 import { CleanupStack } from '../lib/cleanup.ts';
 import { JailError } from '../lib/errors.ts';
 import type { JailSpec } from '../lib/spec.ts';
 import { PREFIX } from '../lib/state.ts';
 import {
+  cgroupFlags,
   cgroupHook,
   cgroupPaths,
   cgroupStats,
@@ -107,6 +109,9 @@ units('limitsFromFlags turns the flags into kernel units', () => {
     ioWriteBps: [{ dev: '8:0', bytes: MiB }],
   });
   assert.equal(limitsFromFlags({}), {});
+  const { flags, command } = parseArgs(['--memory', '64M', '--pids=64', '--io-write-bps', '8:0:1M', '--', 'sh'], cgroupFlags);
+  assert.equal(limitsFromFlags(flags), { memory: 64 * MiB, pids: 64, ioWriteBps: [{ dev: '8:0', bytes: MiB }] });
+  assert.equal(command, ['sh']);
 });
 
 // ---------------------------------------------------------------------------
@@ -138,7 +143,9 @@ function standIn(script: string) {
   let releasedAt = Date.now();
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
+  // 'close' waits for stdout too, which the target's children may hold; 'exit' is the stand-in alone.
   const done = new Promise<Exit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: Date.now() - releasedAt })));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
   return {
     pid: child.pid!,
     done,
@@ -148,7 +155,7 @@ function standIn(script: string) {
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await done;
+      await exited;
     },
   };
 }
@@ -175,16 +182,20 @@ async function inJail(limits: Limits, script: string, body: (jail: StandIn, name
   return report;
 }
 
+/** What `body` shows the learner on stderr (even under JAIL_QUIET=1, which silences the rest). */
 async function captureStderr(body: () => Promise<void>): Promise<string> {
   const write = process.stderr.write;
+  const quiet = process.env.JAIL_QUIET;
   let text = '';
   process.stderr.write = ((chunk: string | Uint8Array) => ((text += String(chunk)), true)) as typeof process.stderr.write;
+  delete process.env.JAIL_QUIET;
   try {
     await body();
   } finally {
     process.stderr.write = write;
+    if (quiet !== undefined) process.env.JAIL_QUIET = quiet;
   }
-  process.stderr.write(text);
+  if (quiet !== '1') process.stderr.write(text);
   return text;
 }
 
@@ -247,15 +258,21 @@ function processesWith(token: string): string[] {
 test("the lesson's fork bomb stops at --pids, the host stays responsive, no bomb process is left", async () => {
   const token = `baj-bomb-${process.pid}`;
   // :(){ :|:& };: in sh; $0 carries a token for finding stragglers.
+  const respond = () => {
+    const t0 = Date.now();
+    assert.is(sh('echo host alive').stdout.trim(), 'host alive');
+    return Date.now() - t0;
+  };
+  const calm = respond();
   const report = await inJail({ pids: 64 }, `exec 2>/dev/null; exec sh -c 'f() { f | f & }; f; wait' ${token}`, async (jail, name) => {
     jail.release();
     await waitFor('fork() refused at pids.max', () => cgroupStats(name).forksRefused > 0, 20_000);
     const s = cgroupStats(name);
     assert.ok(s.pids <= 64, `pids.current ${s.pids} <= 64`);
     if (s.pidsPeak !== undefined) assert.ok(s.pidsPeak <= 64 && s.pidsPeak >= 32, `pids.peak ${s.pidsPeak}`);
-    const t0 = Date.now();
-    assert.is(sh('echo host alive').stdout.trim(), 'host alive');
-    assert.ok(Date.now() - t0 < 2000, 'the host answers within 2 s');
+    // In a software-emulated VM every process start is slow: compare with a calm host.
+    const busy = respond();
+    assert.ok(busy < Math.max(2000, 10 * calm), `the host answers in ${busy} ms (${calm} ms when calm)`);
   });
   assert.match(report, /forks refused: [1-9]/);
   assert.equal(processesWith(token), [], 'no bomb process is left');
@@ -323,9 +340,16 @@ test('a write to a loop device under --io-write-bps runs at about the rate', asy
   }
 });
 
+/** Jails of someone else on this host (another test run, a learner's jail): not ours to remove. */
+function othersJails(): string[] {
+  const parent = `${detectCgroups().roots.memory}/${WORKSHOP_CGROUP}`;
+  return existsSync(parent) ? readdirSync(parent).filter((d) => existsSync(`${parent}/${d}/cgroup.procs`) && !d.startsWith(`${PREFIX}-cg${process.pid}-`)) : [];
+}
+
 test('two jails share the workshop parent; it goes with the last one', async () => {
   const tree = detectCgroups();
   const parent = `${tree.roots.memory}/${WORKSHOP_CGROUP}`;
+  if (othersJails().length) return console.log(`  (other jails are running: ${othersJails().join(' ')}; skipped)`);
   await inJail({ pids: 10 }, 'true', async (outer) => {
     await inJail({ pids: 10 }, 'true', async (inner) => {
       inner.release();
@@ -356,19 +380,24 @@ test('a failed limit write unwinds: no cgroup is left', async () => {
 });
 
 test('cleanCgroups removes what a killed run left behind, kills its processes, and is idempotent', async () => {
+  if (othersJails().length) return console.log(`  (other jails are running: ${othersJails().join(' ')}; clean would end them; skipped)`);
   const name = jailName();
   const lost = new CleanupStack(); // a run killed with SIGKILL never unwinds this
   const hook = cgroupHook({ pids: 20 });
   await hook.prepare!(specFor(name), lost);
-  const jail = standIn('sleep 1000');
+  // The worst leftover: a bomb still forking (perl never gives up); a sleeper without perl.
+  const token = `baj-left-${process.pid}`;
+  const perl = existsSync('/usr/bin/perl');
+  const jail = standIn(perl ? `exec perl -e 'fork while 1' ${token}` : `exec sleep 1000`);
   await hook.attach!(specFor(name), jail.pid, lost);
   jail.release();
-  await waitFor('the sleeper runs', () => cgroupStats(name).pids >= 1);
+  await waitFor('the leftover runs', () => cgroupStats(name).pids >= (perl ? 20 : 1));
   const removed = await cleanCgroups();
   assert.ok(removed.some((p) => p.endsWith(`/${WORKSHOP_CGROUP}/${name}`)), removed.join(' '));
   assert.equal(cgroupPaths(name), []);
   const out = await jail.done;
   assert.is(out.signal, 'SIGKILL', 'the leftover process was killed');
+  assert.equal(processesWith(token), [], 'nothing of it is left');
   assert.equal(await cleanCgroups(), [], 'a second clean finds nothing');
 });
 
