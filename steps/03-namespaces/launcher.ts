@@ -3,7 +3,7 @@
 // only the host can do (ID maps; later steps add cgroups and veths), lets the
 // init go, waits, and undoes everything it made — on success, on error and
 // on Ctrl-C alike.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { bundled } from '../../lib/bundle.ts';
@@ -29,31 +29,17 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
   requireTools('unshare', 'setpriv');
   const hooks = opts.hooks ?? [];
   await using cleanup = new CleanupStack();
-  for (const hook of hooks) await hook.prepare?.(spec, cleanup);
-
-  const init = await bundled(opts.init, `init-${spec.pivot ? 'pivot' : 'exec'}`);
-  const unshare = unshareArgs(spec.namespaces);
-  heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
-  showCommand(`${unshare.join(' ')} -- ${spec.command.join(' ')}`);
-  // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
-  // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
-  // namespace dies, the kernel kills every process in it. No orphan jails.
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, init], {
-    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-    env: { ...process.env, JAIL_SPEC: JSON.stringify(spec) },
-  });
-  const exited = new Promise<number>((resolve) =>
-    child.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))),
-  );
-  child.on('error', () => {});
-  const channel = child.stdio[3] as Readable & Writable;
+  let child: ChildProcess | undefined;
   let initPid = 0;
+  let started = false;
   let stopping: NodeJS.Signals | undefined;
 
+  // Ctrl-C may come at any moment, also while hooks are still making things:
+  // it must end up unwinding the same stack, never kill the launcher outright.
   const stop = (sig: NodeJS.Signals) => {
     if (stopping) return;
     stopping = sig;
-    if (!initPid) return void child.kill('SIGKILL');
+    if (!started) return void child?.kill('SIGKILL'); // nothing runs yet; setup notices `stopping`
     // PID 1 ignores signals it has no handler for; ours forwards them to the target
     process.kill(initPid, sig === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
     setTimeout(() => {
@@ -62,19 +48,53 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
       } catch {}
     }, STOP_GRACE_MS).unref();
   };
+  const interrupted = () => new JailError(`interrupted by ${stopping} before the jail started; everything made so far is undone`, undefined, 128 + (signalNumber(stopping!) ?? 0));
 
   // `return await`, not `return`: the cleanup stack must unwind after the jail ends, not when the promise is made
   return await withSignals(stop, async () => {
+    for (const hook of hooks) {
+      await hook.prepare?.(spec, cleanup);
+      if (stopping) throw interrupted();
+    }
+    const init = await bundled(opts.init, `init-${spec.pivot ? 'pivot' : 'exec'}`);
+    const unshare = unshareArgs(spec.namespaces);
+    heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
+    showCommand(`${unshare.join(' ')} -- ${spec.command.join(' ')}`);
+    // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
+    // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
+    // namespace dies, the kernel kills every process in it. No orphan jails.
+    child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, init], {
+      stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+      env: { ...process.env, JAIL_SPEC: JSON.stringify(spec) },
+    });
+    const proc = child;
+    const exited = new Promise<number>((resolve) => proc.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))));
+    proc.on('error', () => {});
+    const channel = proc.stdio[3] as Readable & Writable;
     const messages = lines(channel);
     const first = await messages.next();
+    if (stopping) {
+      proc.kill('SIGKILL');
+      await exited;
+      throw interrupted();
+    }
     if (first.done || !first.value.startsWith('pid ')) {
       const status = await exited;
       throw new JailError(`the jail's init did not start (exit status ${status})`, 'run npm run doctor to check this machine');
     }
     initPid = Number(first.value.slice(4));
-    if (spec.namespaces.includes('user')) writeIdMaps(initPid);
-    for (const hook of hooks) await hook.attach?.(spec, initPid, cleanup);
-    if (stopping) stop(stopping);
+    try {
+      if (spec.namespaces.includes('user')) writeIdMaps(initPid);
+      for (const hook of hooks) {
+        await hook.attach?.(spec, initPid, cleanup);
+        if (stopping) throw interrupted();
+      }
+    } catch (err) {
+      proc.kill('SIGKILL'); // the init waits for "go": it has nothing to stop gracefully
+      await exited;
+      throw err;
+    }
+    started = true;
     channel.write('go\n');
     opts.onStarted?.(initPid);
     // the init only speaks again if its setup failed

@@ -338,6 +338,9 @@ async function bridgeState(): Promise<BridgeState | undefined> {
   return { up: link.flags.includes('UP'), addrs };
 }
 
+/** 02:… is a locally administered MAC, nobody's hardware; the rest spells the gateway: 10.231.0.1 -> 02:00:0a:e7:00:01. */
+const bridgeMac = (subnet: Subnet): string => ['02', '00', ...subnet.gateway.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+
 async function createBridge(subnet: Subnet): Promise<void> {
   let bridge = await bridgeState();
   if (!bridge) {
@@ -345,7 +348,9 @@ async function createBridge(subnet: Subnet): Promise<void> {
     explain('A bridge is a switch inside the kernel. It may have many ports: a frame that comes in on one port leaves');
     explain('by the port behind which its destination lives. Each jail will plug one end of a veth pair into it.');
     explain(`(The old tools said: brctl addbr ${BRIDGE}; brctl addif ${BRIDGE} PORT.)`);
-    await ip('link', 'add', BRIDGE, 'type', 'bridge');
+    // Without an address of its own a bridge takes the lowest MAC among its ports: when that jail
+    // leaves, the gateway's MAC changes under the others' ARP caches and they lose it for half a minute.
+    await ip('link', 'add', BRIDGE, 'address', bridgeMac(subnet), 'type', 'bridge');
     bridge = { up: false, addrs: [] };
   }
   if (bridge.addrs.length === 0) {

@@ -1,0 +1,636 @@
+// Step 05, the visiting room: none, host and bridge networking, proved with
+// real jails started the way a learner starts them (lib/run-step.ts 5).
+//
+// Traffic goes only to loopback and to network namespaces this file makes.
+// "The outside world" is one of them: a namespace behind a veth pair to the
+// host, on 198.51.100.0/24 (TEST-NET-2, a documentation range routed
+// nowhere), with no route back to the jails: only the host's NAT can bring an
+// answer home.
+//   node --import tsx test/05-network-bridge.test.ts
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as assert from 'uvu/assert';
+import { CleanupStack } from '../lib/cleanup.ts';
+import { JailError } from '../lib/errors.ts';
+import type { JailSpec } from '../lib/spec.ts';
+import { runDir } from '../lib/state.ts';
+import {
+  BRIDGE,
+  checkJailAddress,
+  cleanNetwork,
+  drawTopology,
+  jailSubnet,
+  networkHook,
+  networkNamespaces,
+  parseNetworkMode,
+  parsePublish,
+  parseSubnet,
+  readLeases,
+  upstreamResolvConf,
+  vethNames,
+} from '../steps/05-network-bridge/network.ts';
+import { hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState, type Result } from './helpers.ts';
+
+// cleanNetwork() runs in this process; the jails' launchers inherit it too.
+process.env.JAIL_QUIET = '1';
+delete process.env.JAIL_SUBNET;
+
+const test = rootSuite('step 05: none, host and bridge networking');
+const GATEWAY = '10.231.0.1';
+/** Every jail of this file is named t5-…, so the launcher calls it baj-t5-…. */
+const NAME = 't5-';
+const JAIL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+
+// ---------------------------------------------------------------------------
+// Jails in the background
+
+interface Jail {
+  name: string;
+  launcher: ChildProcess;
+  /** The jail's PID 1 as the host sees it. */
+  init: number;
+  out(): string;
+  err(): string;
+  closed: Promise<number>;
+}
+
+const running = new Set<Jail>();
+
+/** `echo ready` then wait: a jail that only holds its namespaces and its address. */
+const idle = ['sh', '-c', 'ip -4 -o addr show dev eth0 2>/dev/null; echo ready; exec sleep 600'];
+
+/**
+ * busybox httpd on PORT with one CGI that answers the client's address as
+ * the server sees it ($REMOTE_ADDR). The jail mounts a tmpfs of its own on
+ * /tmp for it: the shared rootfs stays untouched, and the mount dies with the
+ * jail's mount namespace.
+ */
+const WHO = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$REMOTE_ADDR"\n';
+const httpd = (port: number, addr = '0.0.0.0'): string[] => [
+  'sh',
+  '-c',
+  `mount -t tmpfs tmpfs /tmp && mkdir -p /tmp/www/cgi-bin && printf %s "$1" > /tmp/www/cgi-bin/who && chmod +x /tmp/www/cgi-bin/who && echo ready && exec httpd -f -p ${addr}:${port} -h /tmp/www`,
+  'sh',
+  WHO,
+];
+
+/** The pids whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) found.push(Number(p));
+    } catch {}
+  }
+  return found;
+}
+
+/** launcher -> setpriv, which became unshare -> the init, PID 1 in its own PID namespace. */
+function initOf(launcher: number): number | undefined {
+  for (const unshare of childrenOf(launcher)) {
+    for (const init of childrenOf(unshare)) {
+      if (/^NSpid:\s+\d+\s+1$/m.test(readFileSync(`/proc/${init}/status`, 'utf8'))) return init;
+    }
+  }
+  return undefined;
+}
+
+/** Starts `npm run step 5 -- --name t5-NAME FLAGS -- COMMAND` in the background; resolves once it printed 'ready'. */
+async function startJail(name: string, flags: string[], command: string[], opts: { quiet?: boolean; env?: Record<string, string> } = {}): Promise<Jail> {
+  const launcher = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '5', '--name', NAME + name, ...flags, '--', ...command], {
+    cwd: repo,
+    env: { ...process.env, JAIL_QUIET: opts.quiet === false ? '0' : '1', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  launcher.stdout!.on('data', (d) => (out += d));
+  launcher.stderr!.on('data', (d) => (err += d));
+  const closed = new Promise<number>((r) => launcher.on('close', (code, sig) => r(code ?? (sig === 'SIGKILL' ? 137 : 143))));
+  const jail: Jail = { name, launcher, init: 0, out: () => out, err: () => err, closed };
+  running.add(jail);
+  const exited = () => launcher.exitCode !== null || launcher.signalCode !== null;
+  await waitFor(`jail ${name} to print ready`, () => out.includes('ready') || exited(), 20_000);
+  if (exited()) throw new Error(`jail ${name} stopped before it was ready (exit ${launcher.exitCode}):\n${err}`);
+  jail.init = await waitFor(`the init of jail ${name}`, () => initOf(launcher.pid!));
+  return jail;
+}
+
+/** SIGTERM to the launcher, the way a learner's Ctrl-C or `kill` stops a jail. */
+async function stopJail(jail: Jail): Promise<number> {
+  running.delete(jail);
+  if (jail.launcher.exitCode === null && jail.launcher.signalCode === null) jail.launcher.kill('SIGTERM');
+  const late = setTimeout(() => jail.launcher.kill('SIGKILL'), 8000);
+  const code = await jail.closed;
+  clearTimeout(late);
+  return code;
+}
+
+function run(cmd: string, args: string[], env?: Record<string, string>): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { env: env ?? process.env, timeout: 15_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Like `docker exec`: a shell command in every namespace of the jail, under its root, with its PATH. */
+const execIn = (jail: Jail, command: string): Promise<Result> =>
+  run('nsenter', ['-t', String(jail.init), '-a', '-r', '-w', '--', 'sh', '-c', command], { PATH: JAIL_PATH });
+
+/** The interface names `ip -o link show` prints (busybox's and iproute2's alike). */
+const linkNames = (ipOutput: string): string[] => [...ipOutput.matchAll(/^\d+: ([^:@\s]+)/gm)].map((m) => m[1]!);
+const addressOf = (text: string): string | undefined => /inet (\d+\.\d+\.\d+\.\d+)\//.exec(text)?.[1];
+const hostNetns = (): string => readlinkSync('/proc/self/ns/net');
+
+/** An HTTP GET from this process, i.e. from the host itself. */
+function httpGet(host: string, port: number, path = '/cgi-bin/who'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = get({ host, port, path, timeout: 3000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body.trim()) : reject(new Error(`HTTP ${res.statusCode}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+async function fails(p: Promise<unknown>, message: string): Promise<void> {
+  let failed = false;
+  await p.then(
+    (v) => {
+      if (v && typeof v === 'object' && 'code' in v && (v as Result).code !== 0) failed = true;
+    },
+    () => (failed = true),
+  );
+  assert.ok(failed, message);
+}
+
+// ---------------------------------------------------------------------------
+// The outside world: a network namespace reachable only through the host
+
+const WORLD = { veth: 't5-world', host: '198.51.100.1', addr: '198.51.100.2' };
+
+interface World {
+  holder: ChildProcess;
+  netns: string;
+  servers: ChildProcess[];
+}
+let world: World | undefined;
+
+function must(cmd: string): void {
+  const r = sh(cmd);
+  if (r.code !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+}
+
+/**
+ * A namespace held by a sleeping process (no `ip netns add`: that would turn
+ * /run/netns into a mount point for good). setpriv --pdeathsig: if this test
+ * is killed, the sleeper dies, and the namespace with its veth pair goes too.
+ */
+async function makeWorld(): Promise<World> {
+  const holder = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--net', '--', 'sleep', '600'], { stdio: 'ignore' });
+  const netns = `/proc/${holder.pid}/ns/net`;
+  await waitFor('the world namespace', () => readlinkSync(netns) !== hostNetns());
+  world = { holder, netns, servers: [] };
+  must(`ip link add ${WORLD.veth} type veth peer name eth0 netns ${holder.pid}`);
+  must(`ip addr add ${WORLD.host}/24 dev ${WORLD.veth}`);
+  must(`ip link set ${WORLD.veth} up`);
+  for (const cmd of [`addr add ${WORLD.addr}/24 dev eth0`, 'link set eth0 up', 'link set lo up']) must(`nsenter --net=${netns} ip ${cmd}`);
+  return world;
+}
+
+async function removeWorld(): Promise<void> {
+  if (!world) return;
+  const w = world;
+  world = undefined;
+  for (const child of [...w.servers, w.holder]) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    await new Promise((r) => (child.once('exit', r), child.kill('SIGKILL')));
+  }
+  sh(`ip link del ${WORLD.veth} 2>/dev/null`); // usually gone with the namespace already
+}
+
+const SERVER = `require('net').createServer((s) => s.end(s.remoteAddress.replace(/^::ffff:/, '') + '\\n')).listen(+process.argv[1], '0.0.0.0', () => console.log('ready'))`;
+
+/** A TCP server in the world that tells each client the address it came from. */
+async function serveInWorld(w: World, port: number): Promise<void> {
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'nsenter', `--net=${w.netns}`, process.execPath, '-e', SERVER, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  w.servers.push(child);
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  await waitFor(`the world's server on port ${port}`, () => out.includes('ready'));
+}
+
+/** An HTTP GET from inside the world (the host's busybox wget, in the world's namespace; its -T segfaults in 1.35, hence timeout). */
+const getFromWorld = (w: World, url: string): Promise<Result> => run('nsenter', [`--net=${w.netns}`, 'timeout', '3', 'busybox', 'wget', '-qO-', url]);
+
+/**
+ * A firewall like Docker's FORWARD DROP, but only for the world's interface
+ * (other people's forwarded traffic on this machine is left alone): appended,
+ * so the step's own ACCEPT rules, inserted at the top, still come first.
+ * Add it after the first jail made the filter table, drop it before the last
+ * one leaves: the jail deletes the iptables tables it created.
+ */
+const FIREWALL = [['-i', WORLD.veth], ['-o', WORLD.veth]].map((m) => ['FORWARD', ...m, '-m', 'comment', '--comment', 't5-test-firewall', '-j', 'DROP']);
+const firewallOn = (): void => FIREWALL.forEach((r) => must(`iptables -w -A ${r.join(' ')}`));
+const firewallOff = (): void => FIREWALL.forEach((r) => sh(`while iptables -w -D ${r.join(' ')} 2>/dev/null; do :; done`));
+
+// ---------------------------------------------------------------------------
+// What must be the same before and after
+
+interface Snapshot {
+  host: HostState;
+  /** The step's own state: leases, the saved host settings, resolv.conf copies. */
+  files: string[];
+}
+
+function networkFiles(): string[] {
+  const dir = runDir();
+  const leases = existsSync(join(dir, 'leases')) ? readdirSync(join(dir, 'leases')).map((f) => `leases/${f}`) : [];
+  const top = existsSync(dir) ? readdirSync(dir).filter((f) => f === 'network.saved.json' || f.endsWith('.resolv.conf')) : [];
+  return [...leases, ...top].sort();
+}
+
+function snapshot(): Snapshot {
+  return { host: hostState(), files: networkFiles() };
+}
+
+/** Nothing of ours left: waits a little, since the kernel frees a dead namespace's veth asynchronously. */
+async function assertUnchanged(before: Snapshot, context: string): Promise<void> {
+  let after = snapshot();
+  const deadline = Date.now() + 5000;
+  while (JSON.stringify(after) !== JSON.stringify(before) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = snapshot();
+  }
+  for (const key of Object.keys(before.host) as (keyof Snapshot['host'])[]) {
+    assert.equal(after.host[key], before.host[key], `host ${key} changed ${context}`);
+  }
+  assert.equal(after.files, before.files, `the step's state files changed ${context}`);
+}
+
+/** A failed run: exit status 2, one clear `error:` line with a hint, and no stack trace. */
+function assertRefused(r: Result, message: RegExp, hint = true): void {
+  assert.is(r.code, 2, `exit status (stderr: ${r.stderr})`);
+  assert.match(r.stderr, /^error: /m);
+  assert.match(r.stderr, message);
+  if (hint) assert.match(r.stderr, /^ {2}hint: /m);
+  assert.not.match(r.stderr, /^\s+at /m, 'no stack trace');
+}
+
+let initial: Snapshot;
+let before: Snapshot;
+
+test.before(async () => {
+  if (!isRoot) return;
+  assert.is((await runStep(1, [])).code, 0, 'building the busybox rootfs');
+  initial = snapshot();
+});
+test.before.each(() => {
+  if (isRoot) before = snapshot();
+});
+test.after.each(async () => {
+  firewallOff();
+  await Promise.all([...running].map(stopJail));
+  await removeWorld();
+  await assertUnchanged(before, 'after the test');
+});
+test.after(async () => {
+  if (!isRoot) return;
+  await cleanNetwork();
+  await assertUnchanged(initial, 'after the whole file and cleanNetwork()');
+});
+
+// ---------------------------------------------------------------------------
+// Flags, addresses, DNS and the picture: plain functions, no jail needed
+
+/** A thrown JailError that says what went wrong and what to do. */
+function refuses(what: () => unknown, message: RegExp): void {
+  try {
+    what();
+  } catch (err) {
+    assert.instance(err, JailError, `expected a JailError, got ${(err as Error).stack}`);
+    assert.match((err as Error).message, message);
+    assert.ok((err as JailError).hint, `"${(err as Error).message}" has no hint`);
+    return;
+  }
+  assert.unreachable(`expected a JailError matching ${message}`);
+}
+
+test('flags: --publish HOSTPORT:JAILPORT and --net MODE are parsed, bad ones refused with a hint', () => {
+  assert.equal(parsePublish('23322:22'), { hostPort: 23322, jailPort: 22, proto: 'tcp' });
+  assert.equal(parsePublish('8080:80/tcp'), { hostPort: 8080, jailPort: 80, proto: 'tcp' });
+  for (const bad of ['23322', '0:22', '70000:22', '22:', 'a:b', '1:2:3', '53:53/udp', '']) refuses(() => parsePublish(bad), /publish/);
+  assert.is(parseNetworkMode('bridge'), 'bridge');
+  refuses(() => parseNetworkMode('bridged'), /unknown network mode 'bridged'/);
+  assert.equal(networkNamespaces('none'), ['net']);
+  assert.equal(networkNamespaces('bridge'), ['net']);
+  assert.equal(networkNamespaces('host'), [], 'host mode: no network namespace of its own');
+});
+
+test('addresses: the subnet comes from JAIL_SUBNET, a jail address must be a host of it', () => {
+  assert.is(jailSubnet().cidr, '10.231.0.0/24');
+  assert.is(jailSubnet().gateway, GATEWAY);
+  assert.is(jailSubnet('10.99.0.0/16').gateway, '10.99.0.1');
+  refuses(() => parseSubnet('10.231.0.5/24'), /host bits/);
+  refuses(() => parseSubnet('10.231.0.0/31'), /not a usable/);
+  const s = jailSubnet();
+  assert.is(checkJailAddress('10.231.0.7', s), '10.231.0.7');
+  assert.is(checkJailAddress('10.231.0.07', s), '10.231.0.7', 'one address, one lease');
+  for (const [ip, why] of [['10.232.0.7', /outside/], [GATEWAY, /gateway/], ['10.231.0.0', /network address/], ['10.231.0.255', /broadcast/], ['10.231.0.300', /not an IPv4/]] as const) {
+    refuses(() => checkJailAddress(ip, s), why);
+  }
+  assert.equal(vethNames(s, '10.231.0.42'), { host: 'bajh42', jail: 'bajj42' });
+});
+
+test("DNS: a bridged jail gets the host's upstream servers, never a loopback stub", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'baj-resolv-'));
+  try {
+    const etc = join(dir, 'resolv.conf');
+    const resolved = join(dir, 'resolved.conf');
+    writeFileSync(etc, 'nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n');
+    writeFileSync(resolved, 'nameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver 127.0.0.1\nsearch lan\n');
+    const r = upstreamResolvConf(etc, resolved);
+    assert.equal(r.servers, ['192.0.2.53']);
+    assert.is(r.source, resolved);
+    assert.match(r.text, /^search lan$/m);
+    assert.not.match(r.text, /nameserver 127\./);
+    writeFileSync(etc, 'nameserver 198.51.100.53\n');
+    assert.equal(upstreamResolvConf(etc, resolved).servers, ['198.51.100.53']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('topology: the picture names the real pieces', () => {
+  const picture = drawTopology({
+    jail: 'baj-demo',
+    pid: 4242,
+    mode: 'bridge',
+    publish: [parsePublish('23322:22')],
+    hostLinks: [],
+    bridge: { name: BRIDGE, subnet: '10.231.0.0/24', gateway: GATEWAY, prefix: 24, ip: '10.231.0.2', hostVeth: 'bajh2', neighbours: [{ ip: '10.231.0.3', veth: 'bajh3' }], uplink: { dev: 'eth0', address: '192.0.2.2' } },
+  });
+  for (const want of ['eth0 192.0.2.2', 'MASQUERADE -s 10.231.0.0/24 ! -o baj0', 'baj0   bridge   10.231.0.1/24', 'bajh3 (10.231.0.3)', 'bajh2', '10.231.0.2/24', 'pid 4242', '*:23322 -> 10.231.0.2:22']) {
+    assert.ok(picture.includes(want), `missing ${want}:\n${picture}`);
+  }
+  assert.match(drawTopology({ jail: 'baj-x', pid: 7, mode: 'none', publish: [], hostLinks: [] }), /lo +127\.0\.0\.1\/8 +up/);
+});
+
+test("the hook refuses to wire up a process that shares the host's network namespace", async () => {
+  // nsenter into the host's own namespace would rename the host's interfaces and replace its default route
+  const spec: JailSpec = { name: `baj-${NAME}self`, rootfs: '/nonexistent', namespaces: ['net'], command: ['true'], env: {}, pivot: true, binds: [] };
+  const stack = new CleanupStack();
+  try {
+    await networkHook({ mode: 'none', publish: [] }).attach!(spec, process.pid, stack);
+    assert.unreachable('attach() went ahead');
+  } catch (err) {
+    assert.instance(err, JailError);
+    assert.match((err as Error).message, /shares the host's network namespace/);
+  } finally {
+    await stack.unwind();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// none and host
+
+test('none: the jail has a network namespace with only lo, and lo is up', async () => {
+  const r = await runStep(5, ['--name', `${NAME}none`, '--net', 'none', '--', 'sh', '-c', `ip -o link show; readlink /proc/self/ns/net; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-answers; ping -c1 -W1 ${GATEWAY} 2>&1; true`]);
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(linkNames(r.stdout), ['lo']);
+  assert.match(r.stdout, /^1: lo: <[^>]*\bUP\b[^>]*>/m, 'lo is up');
+  assert.match(r.stdout, /^lo-answers$/m);
+  assert.match(r.stdout, /unreachable/i, 'no route anywhere else');
+  const netns = /^net:\[\d+\]$/m.exec(r.stdout)?.[0];
+  assert.ok(netns && netns !== hostNetns(), 'a namespace of its own');
+});
+
+test("host: the jail is in the host's network namespace and sees the host's interfaces", async () => {
+  const r = await runStep(5, ['--name', `${NAME}host`, '--net', 'host', '--', 'sh', '-c', 'readlink /proc/self/ns/net; ls /sys/class/net; echo ---; cat /etc/resolv.conf']);
+  assert.is(r.code, 0, r.stderr);
+  const [ns, ...rest] = r.stdout.split('\n---\n')[0]!.trim().split('\n');
+  assert.is(ns, hostNetns());
+  assert.equal(rest.sort(), readdirSync('/sys/class/net').sort());
+  assert.is(r.stdout.split('\n---\n')[1], readFileSync('/etc/resolv.conf', 'utf8'), "the host's own resolv.conf");
+});
+
+test('host: two jails running the same server need different ports', async () => {
+  const a = await startJail('web1', ['--net', 'host'], httpd(23381, '127.0.0.1'));
+  assert.is(await waitFor("jail web1's httpd on the host's 127.0.0.1", () => httpGet('127.0.0.1', 23381)), '127.0.0.1', 'no publishing needed: it is the host port');
+  const [same, other] = await Promise.all([
+    runStep(5, ['--name', `${NAME}web2`, '--net', 'host', '--', 'httpd', '-f', '-p', '127.0.0.1:23381', '-h', '/']),
+    runStep(5, ['--name', `${NAME}web3`, '--net', 'host', '--', 'sh', '-c', 'httpd -p 127.0.0.1:23382 -h / && echo bound']),
+  ]);
+  assert.is.not(same.code, 0);
+  assert.match(same.stderr, /Address (already )?in use/);
+  assert.match(other.stdout, /^bound$/m, other.stderr);
+  await stopJail(a);
+});
+
+// ---------------------------------------------------------------------------
+// bridge
+
+test('bridge: two jails at once have their own addresses, ping each other and the gateway, and talk TCP', async () => {
+  const a = await startJail('a', [], httpd(8080));
+  const b = await startJail('b', [], idle, { quiet: false }); // its launcher draws the topology, with a as a neighbour
+  const ipA = addressOf((await execIn(a, 'ip -4 -o addr show dev eth0')).stdout)!;
+  const ipB = addressOf(b.out())!;
+  assert.ok(ipA && ipB && ipA !== ipB, `own addresses: ${ipA} ${ipB}`);
+  const subnet = jailSubnet();
+  for (const ip of [ipA, ipB]) checkJailAddress(ip, subnet);
+
+  assert.equal(linkNames((await execIn(a, 'ip -o link show')).stdout), ['lo', 'eth0']);
+  assert.match((await execIn(b, 'ip route show default')).stdout, new RegExp(`default via ${GATEWAY} dev eth0`));
+  const ports = sh(`ip -o link show master ${BRIDGE}`).stdout;
+  for (const ip of [ipA, ipB]) assert.ok(ports.includes(vethNames(subnet, ip).host + '@'), `${vethNames(subnet, ip).host} is a port of ${BRIDGE}:\n${ports}`);
+
+  for (const [from, to] of [[a, ipB], [b, ipA], [a, GATEWAY], [b, GATEWAY]] as const) {
+    const ping = await execIn(from, `ping -c1 -W2 ${to}`);
+    assert.is(ping.code, 0, `jail ${from.name} pings ${to}: ${ping.stdout}${ping.stderr}`);
+  }
+  const seen = await waitFor("jail a's httpd, from jail b", async () => (await execIn(b, `timeout 3 wget -qO- http://${ipA}:8080/cgi-bin/who`)).stdout.trim());
+  assert.is(seen, ipB, 'a sees b by its own address: no NAT between jails');
+
+  const resolv = (await execIn(a, 'cat /etc/resolv.conf')).stdout;
+  assert.is(resolv, upstreamResolvConf().text);
+  assert.not.match(resolv, /nameserver 127\./);
+
+  const picture = b.err();
+  for (const want of [`${BRIDGE}   bridge   ${GATEWAY}/24`, `${vethNames(subnet, ipB).host} `, `${ipB}/24`, `${vethNames(subnet, ipA).host} (${ipA})`, `network namespace of pid ${b.init}`]) {
+    assert.ok(picture.includes(want), `the topology shows ${want}:\n${picture}`);
+  }
+
+  const mac = () => readFileSync(`/sys/class/net/${BRIDGE}/address`, 'utf8').trim();
+  const gatewayMac = mac();
+  assert.is(readFileSync(`/sys/class/net/${BRIDGE}/addr_assign_type`, 'utf8').trim(), '3', "the bridge's MAC was set, not borrowed from a port");
+  assert.is(await stopJail(a), 143);
+  assert.ok(existsSync(`/sys/class/net/${BRIDGE}`), 'the bridge stays while b runs');
+  assert.is(mac(), gatewayMac, "a leaving does not change the gateway's MAC under b's ARP cache");
+  assert.is((await execIn(b, `ping -c1 -W2 ${GATEWAY}`)).code, 0, 'b still reaches the gateway');
+  await stopJail(b);
+  // after.each: the last jail out took the bridge, the rules, its lease and ip_forward back
+});
+
+test('bridge: jails started at the same moment get different addresses (leases across processes)', async () => {
+  const jails = await Promise.all(['p1', 'p2', 'p3'].map((n) => startJail(n, [], idle)));
+  const addresses = jails.map((j) => addressOf(j.out())!);
+  assert.is(new Set(addresses).size, 3, `three addresses: ${addresses}`);
+  const leases = readLeases().filter((l) => l.jail.startsWith(`baj-${NAME}p`));
+  assert.equal(leases.map((l) => l.ip).sort(), [...addresses].sort(), 'one lease file per address');
+  assert.equal(leases.map((l) => l.pid).sort(), jails.map((j) => j.launcher.pid).sort(), 'held by the launchers');
+  assert.is(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(), '1');
+  await Promise.all(jails.map(stopJail));
+});
+
+test('bridge: JAIL_SUBNET moves the bridge and the jails to another subnet', async () => {
+  const r = await runStep(5, ['--name', `${NAME}sub`, '--', 'sh', '-c', 'ip -4 -o addr show dev eth0; ping -c1 -W2 10.232.5.1 >/dev/null && echo gateway-answers'], { env: { JAIL_SUBNET: '10.232.5.0/28' } });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /inet 10\.232\.5\.2\/28/);
+  assert.match(r.stdout, /^gateway-answers$/m);
+});
+
+// ---------------------------------------------------------------------------
+// NAT and published ports
+
+test("NAT: a jail reaches a test-made 'outside world' with the host's address as its source", async () => {
+  const w = await makeWorld();
+  await serveInWorld(w, 7001);
+  const a = await startJail('nat', [], idle);
+  const ipA = addressOf(a.out())!;
+  const ask = () => execIn(a, `nc ${WORLD.addr} 7001 </dev/null`);
+  assert.is((await ask()).stdout.trim(), WORLD.host, `the world sees the host, not ${ipA}`);
+  await fails(run('nsenter', [`--net=${w.netns}`, 'ping', '-c1', '-W1', ipA]), 'the world has no route to the jails: only NAT brings the answer back');
+  firewallOn();
+  try {
+    assert.is((await ask()).stdout.trim(), WORLD.host, "the step's FORWARD accepts let it out past a firewall that drops the rest");
+  } finally {
+    firewallOff();
+  }
+});
+
+test('publish: the jail port answers on the host port, from 127.0.0.1 (proxy) and from another namespace (DNAT)', async () => {
+  const [w, a, b] = await Promise.all([makeWorld(), startJail('pub', ['--publish', '23399:8080'], httpd(8080)), startJail('peer', [], idle)]);
+  const ipA = addressOf((await execIn(a, 'ip -4 -o addr show dev eth0')).stdout)!;
+  const fromWorld = async () => (await getFromWorld(w, `http://${WORLD.host}:23399/cgi-bin/who`)).stdout.trim();
+
+  assert.is(await waitFor("the published port, from the host's 127.0.0.1", () => httpGet('127.0.0.1', 23399)), GATEWAY, 'the launcher proxy connects from the gateway');
+  assert.is(await fromWorld(), WORLD.addr, 'from another namespace: DNAT keeps the real client address');
+  assert.is((await execIn(b, `timeout 3 wget -qO- http://${GATEWAY}:23399/cgi-bin/who`)).stdout.trim(), GATEWAY, 'from another jail, via the host: the proxy');
+  assert.match(sh('iptables -t nat -S PREROUTING').stdout, new RegExp(`--dport 23399 .*--comment baj-${NAME}pub-publish-23399 .*--to-destination ${ipA.replace(/\./g, '\\.')}:8080`));
+
+  firewallOn();
+  try {
+    assert.is(await fromWorld(), WORLD.addr, 'ctstate DNAT lets the published port past the firewall');
+    must(`nsenter --net=${w.netns} ip route add 10.231.0.0/24 via ${WORLD.host}`); // a world that knows the way, and tries the jail directly
+    await fails(getFromWorld(w, `http://${ipA}:8080/cgi-bin/who`), 'but nothing unpublished gets in');
+  } finally {
+    firewallOff();
+  }
+  await stopJail(b);
+  await stopJail(a);
+  await fails(httpGet('127.0.0.1', 23399), 'with the jail gone, nothing listens on the host port');
+});
+
+// ---------------------------------------------------------------------------
+// Bad input: a clear message, nothing half-made
+
+test('bad input is refused with a clear message and leaves nothing behind', async () => {
+  const jail = (flags: string[], env?: Record<string, string>) => runStep(5, ['--name', `${NAME}bad`, ...flags, '--', 'true'], { env });
+  const listen = (port: number, host: string) => new Promise<Server>((r) => {
+    const s = createServer().listen(port, host, () => r(s));
+  });
+  const taken = [await listen(23398, '127.0.0.1'), await listen(23397, '0.0.0.0')];
+  await makeWorld();
+  try {
+    // independent of each other: run side by side
+    const [outside, mode, format, hostPublish, noneIp, twice, loopback, wildcard, overlap] = await Promise.all([
+      jail(['--ip', '10.232.0.9']),
+      jail(['--net', 'bridged']),
+      jail(['--publish', '23398']),
+      jail(['--net', 'host', '--publish', '23398:80']),
+      jail(['--net', 'none', '--ip', '10.231.0.9']),
+      jail(['--publish', '23396:22', '--publish', '23396:80']),
+      jail(['--publish', '23398:8080']),
+      jail(['--publish', '23397:8080']),
+      jail([], { JAIL_SUBNET: '198.51.100.0/25' }),
+    ]);
+    assertRefused(outside!, /10\.232\.0\.9 is outside the jail subnet 10\.231\.0\.0\/24/);
+    assertRefused(mode!, /unknown network mode 'bridged'/);
+    assertRefused(format!, /--publish '23398' is not HOSTPORT:JAILPORT/);
+    assertRefused(hostPublish!, /need --net bridge/, false);
+    assertRefused(noneIp!, /need --net bridge/, false);
+    assertRefused(twice!, /host port 23396 is published twice/);
+    assertRefused(loopback!, /host port 23398 is already taken/);
+    assertRefused(wildcard!, /host port 23397 is already taken/);
+    assertRefused(overlap!, /overlaps the host's route to 198\.51\.100\.0\/24/);
+  } finally {
+    for (const s of taken) await new Promise((r) => s.close(r));
+    await removeWorld();
+  }
+  await assertUnchanged(before, 'after refused jails');
+
+  const held = await startJail('held', ['--ip', '10.231.0.9'], idle);
+  const whileRunning = snapshot();
+  const [inUse, otherSubnet] = await Promise.all([jail(['--ip', '10.231.0.9']), jail([], { JAIL_SUBNET: '10.232.0.0/24' })]);
+  assertRefused(inUse!, /10\.231\.0\.9 is already in use by jail baj-t5-held/);
+  assertRefused(otherSubnet!, /baj0 already serves 10\.231\.0\.1\/24/);
+  await assertUnchanged(whileRunning, 'after refused jails next to a running one');
+  await stopJail(held);
+});
+
+// ---------------------------------------------------------------------------
+// Killed launchers and npm run clean
+
+/** Starts a bridged jail and SIGKILLs its launcher: no cleanup runs; the kernel takes the jail and its namespace. */
+async function killedJail(name: string, flags: string[]): Promise<void> {
+  const k = await startJail(name, flags, idle);
+  k.launcher.kill('SIGKILL');
+  await stopJail(k);
+  await waitFor('the jail to die with its launcher', () => !existsSync(`/proc/${k.init}`), 5000);
+}
+
+test("a killed launcher's address is reclaimed by the next jail, and the last one out restores the host", async () => {
+  await killedJail('gone', ['--ip', '10.231.0.9', '--publish', '23397:8080']);
+  const left = snapshot();
+  assert.ok(left.host.links.includes(BRIDGE), 'the bridge was left behind');
+  assert.ok(left.files.includes('leases/10.231.0.9'), 'the lease was left behind');
+  assert.ok(left.host.iptables.some((l) => l.includes(`baj-${NAME}gone-publish-23397`)), 'the DNAT rule was left behind');
+  const r = await runStep(5, ['--name', `${NAME}heir`, '--ip', '10.231.0.9', '--', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'], { env: { JAIL_QUIET: '0' } });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(addressOf(r.stdout), '10.231.0.9');
+  assert.match(r.stderr, /reclaiming 10\.231\.0\.9: its launcher \(pid \d+, jail baj-t5-gone\) is gone/);
+  // after.each: the heir, the last jail out, also took away what the killed one left
+});
+
+test('cleanNetwork() (npm run clean) removes what a killed launcher left, and a second run finds nothing', async () => {
+  await killedJail('killed', ['--publish', '23396:8080']);
+  assert.ok(snapshot().host.links.includes(BRIDGE), 'the bridge was left behind');
+  await cleanNetwork();
+  await assertUnchanged(before, 'after cleanNetwork()');
+  await cleanNetwork();
+  await assertUnchanged(before, 'after a second cleanNetwork()');
+});
+
+test('cleanNetwork() next to a running jail: the jail keeps its network, only the leftovers go', async () => {
+  const a = await startJail('live', ['--publish', '23395:8080'], httpd(8080));
+  const whileRunning = snapshot();
+  writeFileSync(join(runDir(), 'leases', '10.231.0.77'), JSON.stringify({ pid: process.pid, started: 1, jail: 'baj-dead', veth: 'bajh77' }) + '\n'); // our pid, another start time: a dead launcher
+  writeFileSync(join(runDir(), 'baj-dead.resolv.conf'), 'nameserver 192.0.2.53\n');
+  must('ip link add bajh77 type veth peer name bajj77');
+  must('iptables -w -t nat -I PREROUTING -p tcp --dport 23394 -m comment --comment baj-dead-publish-23394 -j DNAT --to-destination 10.231.0.77:22');
+  await cleanNetwork();
+  await assertUnchanged(whileRunning, 'after cleanNetwork() next to a running jail');
+  assert.is((await execIn(a, `ping -c1 -W2 ${GATEWAY}`)).code, 0, 'the running jail still reaches its gateway');
+  assert.is(await waitFor('its published port', () => httpGet('127.0.0.1', 23395)), GATEWAY, 'its published port still answers');
+  await stopJail(a);
+});
+
+test.run();
