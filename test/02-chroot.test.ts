@@ -1,21 +1,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { assertHostUnchanged, hostState, isRoot, rootSuite, runStep, type HostState } from './helpers.ts';
+import { jailSuite, runStep } from './helpers.ts';
 
-const test = rootSuite('step 02: chroot');
+const test = jailSuite('step 02: chroot');
 const env = { JAIL_QUIET: '1' };
-let before: HostState;
-
-test.before(async () => {
-  if (isRoot) assert.is((await runStep(1, [], { env })).code, 0, 'building the busybox rootfs');
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await assertHostUnchanged(before);
-});
 
 test('inside the chroot only the rootfs files are visible: a host marker file is not', async () => {
   const dir = mkdtempSync('/tmp/baj-marker-');

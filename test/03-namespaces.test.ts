@@ -1,20 +1,9 @@
 import { readFileSync } from 'node:fs';
 import * as assert from 'uvu/assert';
-import { assertHostUnchanged, hostState, isRoot, rootSuite, runStep, sh, type HostState } from './helpers.ts';
+import { jailSuite, runStep, sh } from './helpers.ts';
 
-const test = rootSuite('step 03: namespaces');
+const test = jailSuite('step 03: namespaces');
 const env = { JAIL_QUIET: '1' };
-let before: HostState;
-
-test.before(async () => {
-  if (isRoot) assert.is((await runStep(1, [], { env })).code, 0, 'building the busybox rootfs');
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await assertHostUnchanged(before);
-});
 
 const hostHostname = () => readFileSync('/proc/sys/kernel/hostname', 'utf8').trim();
 

@@ -2,21 +2,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { assertHostUnchanged, hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState } from './helpers.ts';
+import { jailSuite, hostState, repo, runStep, sh, waitFor } from './helpers.ts';
 
-const test = rootSuite('step 04: pivot_root and the god process');
+const test = jailSuite('step 04: pivot_root and the god process');
 const env = { JAIL_QUIET: '1' };
-let before: HostState;
-
-test.before(async () => {
-  if (isRoot) assert.is((await runStep(1, [], { env })).code, 0, 'building the busybox rootfs');
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await assertHostUnchanged(before);
-});
 
 /** Starts `npm run step 4 -- …` in the background; resolves once the jail's target runs. */
 async function startJail(args: string[]) {

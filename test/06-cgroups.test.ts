@@ -1,22 +1,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as assert from 'uvu/assert';
-import { assertHostUnchanged, hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState } from './helpers.ts';
+import { jailSuite, hostState, repo, runStep, sh, waitFor } from './helpers.ts';
 
-const test = rootSuite('step 06: cgroups');
+const test = jailSuite('step 06: cgroups');
 const env = { JAIL_QUIET: '1' };
 const verbose = { JAIL_QUIET: '0', NO_COLOR: '1' };
-let before: HostState;
-
-test.before(async () => {
-  if (isRoot) assert.is((await runStep(1, [], { env })).code, 0, 'building the busybox rootfs');
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await assertHostUnchanged(before);
-});
 
 /** The jail's pids cgroup, v1 or v2, as the host sees it. */
 function pidsDir(name: string): string | undefined {

@@ -3,25 +3,17 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { assertHostUnchanged, hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState } from './helpers.ts';
+import { hostState, isRoot, jailSuite, repo, runStep, sh, waitFor } from './helpers.ts';
 import { clientKey, demoRootfs, sshCommand } from '../steps/07-ssh-demo/sshd.ts';
 
-const test = rootSuite('step 07: the ssh demo');
 const env = { JAIL_QUIET: '1' };
-let before: HostState;
+const test = jailSuite('step 07: the ssh demo', { afterEach: () => runStep(7, ['--stop'], { env }) });
 
 test.before(async () => {
   if (!isRoot) return;
   assert.is((await runStep(7, ['--stop'], { env })).code, 0);
   const built = await runStep(1, ['--debian'], { env, timeoutMs: 1_200_000 });
   assert.is(built.code, 0, built.stderr);
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await runStep(7, ['--stop'], { env });
-  await assertHostUnchanged(before);
 });
 
 function ssh(command: string, extra: string[] = []) {

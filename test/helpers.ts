@@ -176,3 +176,23 @@ export async function assertHostUnchanged(before: HostState, context = ''): Prom
     assert.equal(after[key], before[key], `host ${key} changed ${context}`);
   }
 }
+
+/**
+ * The suite of a step that runs jails: needs root, builds the busybox rootfs
+ * once, and checks after every test that the host is as it was before it.
+ */
+export function jailSuite(name: string, opts: { afterEach?: () => Promise<unknown> } = {}): Test {
+  const test = rootSuite(name);
+  let before: HostState;
+  test.before(async () => {
+    if (isRoot) assert.is((await runStep(1, [], { env: { JAIL_QUIET: '1' } })).code, 0, 'building the busybox rootfs');
+  });
+  test.before.each(() => {
+    before = hostState();
+  });
+  test.after.each(async () => {
+    await opts.afterEach?.();
+    await assertHostUnchanged(before);
+  });
+  return test;
+}

@@ -8,6 +8,7 @@ import { JailError } from '../../lib/errors.ts';
 import { exchangePaths } from '../../lib/libc.ts';
 import { explain, heading, ok, showCommand } from '../../lib/output.ts';
 import { requireTools, which } from '../../lib/preflight.ts';
+import { upstreamResolvConf } from '../../lib/resolv.ts';
 import { run } from '../../lib/sh.ts';
 import { ensureDir, jailCache } from '../../lib/state.ts';
 
@@ -80,20 +81,8 @@ function writeEtc(root: string, hostname: string): void {
   writeFileSync(join(etc, 'group'), 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n');
   writeFileSync(join(etc, 'hostname'), hostname + '\n');
   writeFileSync(join(etc, 'hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${hostname}\n::1\tlocalhost ip6-localhost\n`);
-  writeFileSync(join(etc, 'resolv.conf'), hostResolvConf());
+  writeFileSync(join(etc, 'resolv.conf'), upstreamResolvConf().text);
   writeFileSync(join(etc, 'profile'), 'export PS1="\\u@\\h:\\w\\$ "\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n');
-}
-
-/** The host's resolvers, minus any loopback stub that another netns cannot reach. */
-export function hostResolvConf(): string {
-  for (const file of ['/run/systemd/resolve/resolv.conf', '/etc/resolv.conf']) {
-    try {
-      const text = readFileSync(file, 'utf8');
-      const servers = text.split('\n').filter((l) => /^nameserver\s/.test(l) && !/\s127\.|\s::1/.test(l));
-      if (servers.length) return servers.join('\n') + '\n';
-    } catch {}
-  }
-  return '';
 }
 
 export async function buildBusyboxRootfs(dest: string): Promise<void> {
@@ -214,7 +203,7 @@ export async function buildDebianRootfs(dest: string, opts: DebianOptions = {}):
   await buildAtomically(dest, async (tmp) => {
     await run(['cp', '-a', '--reflink=auto', cache, tmp]);
     writeFileSync(join(tmp, 'etc/hostname'), 'jail\n');
-    writeFileSync(join(tmp, 'etc/resolv.conf'), hostResolvConf());
+    writeFileSync(join(tmp, 'etc/resolv.conf'), upstreamResolvConf().text);
     // debootstrap made sshd host keys once, in the cache; every copy sharing
     // them would let one jail impersonate another. Each makes its own (step 07).
     const ssh = join(tmp, 'etc/ssh');

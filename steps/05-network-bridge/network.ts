@@ -464,21 +464,8 @@ async function restoreHostNetwork(): Promise<void> {
 // jail's namespace that address is the jail's own lo. Give it the servers
 // the stub itself asks.
 
-export function upstreamResolvConf(etc = '/etc/resolv.conf', resolved = '/run/systemd/resolve/resolv.conf'): { text: string; servers: string[]; source: string } {
-  const servers = (text: string) => [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]!);
-  const isLoopback = (s: string) => s.startsWith('127.') || s === '::1';
-  let source = etc;
-  let text = existsSync(etc) ? readFileSync(etc, 'utf8') : '';
-  if (servers(text).some(isLoopback) && existsSync(resolved)) {
-    source = resolved;
-    text = readFileSync(resolved, 'utf8');
-  }
-  // IPv4 only: a bridged jail has no IPv6 route.
-  const usable = servers(text).filter((s) => !isLoopback(s) && parseIPv4(s) !== undefined);
-  const rest = text.split('\n').filter((l) => /^\s*(search|domain|options)\s/.test(l));
-  const out = [`# written by build-a-jail from ${source}: the host's upstream DNS servers, without loopback ones`, ...usable.map((s) => `nameserver ${s}`), ...rest];
-  return { text: out.join('\n') + '\n', servers: usable, source };
-}
+export { upstreamResolvConf } from '../../lib/resolv.ts';
+import { upstreamResolvConf } from '../../lib/resolv.ts';
 
 const resolvPath = (jail: string): string => join(runDir(), `${jailTag(jail)}.resolv.conf`);
 
