@@ -59,7 +59,7 @@ await runMain(async () => {
   if (cgroups.length) explain(`removed cgroups: ${cgroups.join(' ')}`);
   const partial = [
     ...removeMatching(join(jailHome(), 'rootfs'), (e) => e.includes('.building-')),
-    ...removeMatching('/tmp', (e) => e.startsWith('baj-escape-')),
+    ...removeMatching('/tmp', (e) => e.startsWith('baj-escape-') || e.startsWith('baj-bench-')),
   ];
   if (partial.length) explain(`removed half-made files: ${partial.join(' ')}`);
   if (all) {

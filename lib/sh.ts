@@ -25,3 +25,8 @@ export async function succeeds(args: string[]): Promise<boolean> {
   const out = await $`${args}`.nothrow();
   return out.exitCode === 0;
 }
+
+/** Quotes argv for display, so a learner can paste it into a shell as is. */
+export function shellQuote(args: string[]): string {
+  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}

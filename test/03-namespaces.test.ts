@@ -88,7 +88,7 @@ test('the step shows the clone flags and the unshare command', async () => {
   const r = await runStep(3, ['--uts', '--net', '--', 'true'], {});
   assert.is(r.code, 0);
   assert.match(r.stderr, /clone\(CLONE_NEWUTS\|CLONE_NEWNET\)/);
-  assert.match(r.stderr, /\$ unshare --fork --kill-child=SIGKILL --uts --net -- true/);
+  assert.match(r.stderr, /\$ unshare --fork --kill-child=SIGKILL --uts --net --root=\S+ -- true/);
 });
 
 test('bad input: a bad hostname and a missing command are clear', async () => {

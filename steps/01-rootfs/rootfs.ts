@@ -162,7 +162,7 @@ export function hostAptSource(): { suite: string; mirror: string } | undefined {
     }
   }
   // the distribution's main archive: a plain suite name (no -updates, -security)
-  const main = entries.find((e) => /^[a-z]+$/.test(e.suite) && /\/(debian|ubuntu)\/?$/.test(e.uri));
+  const main = entries.find((e) => /^[a-z]+$/.test(e.suite) && /^https?:\/\//.test(e.uri) && !/security/.test(e.uri));
   return main && { suite: main.suite, mirror: main.uri };
 }
 

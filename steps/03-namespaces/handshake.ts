@@ -27,6 +27,11 @@ let socket: Socket | undefined;
 export async function waitForGo(userns: boolean): Promise<void> {
   await receiveGo();
   if (userns) {
+    // drop the launcher's supplementary groups; a rootless launcher had to
+    // deny setgroups(2) to write its map, and then it has none worth dropping
+    try {
+      process.setgroups!([]);
+    } catch {}
     process.setgid!(0);
     process.setuid!(0);
   }

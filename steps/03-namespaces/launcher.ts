@@ -10,6 +10,7 @@ import { bundled } from '../../lib/bundle.ts';
 import { CleanupStack, withSignals } from '../../lib/cleanup.ts';
 import { JailError, signalNumber } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
+import { shellQuote } from '../../lib/sh.ts';
 import { isRoot, requireTools } from '../../lib/preflight.ts';
 import type { JailHook, JailSpec } from '../../lib/spec.ts';
 import { cloneFlags, idMap, unshareArgs } from './namespaces.ts';
@@ -33,6 +34,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
   let initPid = 0;
   let started = false;
   let stopping: NodeJS.Signals | undefined;
+  let killedHard = false;
 
   // Ctrl-C may come at any moment, also while hooks are still making things:
   // it must end up unwinding the same stack, never kill the launcher outright.
@@ -45,6 +47,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     setTimeout(() => {
       try {
         process.kill(initPid, 'SIGKILL');
+        killedHard = true;
       } catch {}
     }, STOP_GRACE_MS).unref();
   };
@@ -59,7 +62,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     const init = await bundled(opts.init, `init-${spec.pivot ? 'pivot' : 'exec'}`);
     const unshare = unshareArgs(spec.namespaces);
     heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
-    showCommand(`${unshare.join(' ')} -- ${spec.command.join(' ')}`);
+    showCommand(equivalentCommand(spec, unshare));
     // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
     // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
     // namespace dies, the kernel kills every process in it. No orphan jails.
@@ -105,8 +108,19 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
       throw new JailError(`the jail could not be set up: ${err.message}`, hintFor(err.code));
     }
     for (const hook of hooks) await hook.report?.(spec);
-    return status;
+    // util-linux 2.38's unshare exits 1 when its child is SIGKILLed; say what happened
+    return killedHard ? 128 + 9 : status;
   });
+}
+
+/**
+ * The same jail by hand. Step 03's init is exactly `unshare --root
+ * [--mount-proc]`; step 04's does more (see its list) before it runs CMD.
+ */
+function equivalentCommand(spec: JailSpec, unshare: string[]): string {
+  const proc = spec.namespaces.includes('pid') && spec.namespaces.includes('mount') ? ['--mount-proc'] : [];
+  if (spec.pivot) return `${shellQuote([...unshare, '--'])} <the god process, doing the list above> ${shellQuote(spec.command)}`;
+  return shellQuote([...unshare, `--root=${spec.rootfs}`, ...proc, '--', ...spec.command]);
 }
 
 /** Root inside, someone unprivileged outside. Written once, from outside, before the init goes on. */
@@ -121,6 +135,7 @@ function writeIdMaps(pid: number): void {
   }
   showCommand(`echo '${idMap(uid, isRoot()).trim()}' > /proc/${pid}/uid_map`);
   writeFileSync(`/proc/${pid}/uid_map`, idMap(uid, isRoot()));
+  showCommand(`echo '${idMap(gid, isRoot()).trim()}' > /proc/${pid}/gid_map`);
   writeFileSync(`/proc/${pid}/gid_map`, idMap(gid, isRoot()));
 }
 

@@ -25,7 +25,7 @@ await runMain(async () => {
   const namespaces = ALL_NAMESPACES.filter((n) => args.flags.all || args.flags[n]);
   // without root, only a user namespace can give the capabilities the others need: a rootless jail
   if (!isRoot()) {
-    if (!namespaces.includes('user')) requireRoot('namespaces other than --user');
+    if (!namespaces.includes('user')) requireRoot('every namespace but --user');
   }
   const rootfs = requireRootfs(rootfsOrDefault(args.flags.rootfs));
   const hostname = args.flags.hostname && checkHostname(args.flags.hostname);

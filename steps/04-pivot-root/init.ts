@@ -43,6 +43,19 @@ if (!path) {
 closeHandshake();
 for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may have marked them close-on-exec
 
+let target = 0;
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+  // PID 1 has no default signal actions: without a handler, SIGTERM would do
+  // nothing at all. Installed before the target exists: a signal sent the
+  // moment it starts must not be lost. (Handlers run from the event loop, after
+  // the synchronous spawn below has set `target`.)
+  process.on(sig, () => {
+    try {
+      if (target > 0) process.kill(target, sig);
+    } catch {}
+  });
+}
+
 // The target gets its own process group; on a terminal that group becomes
 // the foreground one, so Ctrl-C reaches the target (or the shell's job), not
 // us and not the launcher. tcsetpgrp() from a background group raises
@@ -54,18 +67,9 @@ blockSignals([SIGTTOU]);
 // The target (and all it starts) inherits a score of 1000, "kill me first";
 // we return to 0, which needs no privilege since we never went below it.
 writeFileSync('/proc/self/oom_score_adj', '1000');
-const target = spawn(path, spec.command, envList(spec.env), spec.detached ? { newSession: true } : { newGroup: true });
+target = spawn(path, spec.command, envList(spec.env), spec.detached ? { newSession: true } : { newGroup: true });
 writeFileSync('/proc/self/oom_score_adj', '0');
 if (terminal) tcsetpgrp(0, target);
-
-for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
-  // PID 1 has no default signal actions: without a handler, SIGTERM would do nothing at all
-  process.on(sig, () => {
-    try {
-      process.kill(target, sig);
-    } catch {}
-  });
-}
 
 /** Orphans are re-parented to PID 1; reap them all, and notice when the target itself exits. */
 function reap(): void {

@@ -53,8 +53,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       'mount -t sysfs -o ro sysfs ROOTFS/sys',
       'mount -t tmpfs tmpfs ROOTFS/dev; mknod null zero full random urandom tty; devpts; shm',
       `hostname ${hostname}`,
-      'pivot_root ROOTFS ROOTFS/.old_root; umount -l /.old_root; rmdir /.old_root',
-      `then start ${spec.command.join(' ')} as its child, and reap, forward signals, wait`,
+      'cd ROOTFS; pivot_root . .; umount -l .     the old root, stacked on top, detached',
+      spec.tryEscape ? "then try step 02's escape and report where it lands" : `then start ${spec.command.join(' ')} as its child, and reap, forward signals, wait`,
     ]) explain(line);
     return launchJail(spec, { init: initPath });
   });
