@@ -30,6 +30,8 @@ export const toolPackages: Record<string, string> = {
   debootstrap: 'debootstrap',
   ip: 'iproute2',
   iptables: 'iptables',
+  nft: 'nftables',
+  script: 'bsdutils',
   ssh: 'openssh-client',
   'ssh-keygen': 'openssh-client',
   ps: 'procps',

@@ -13,7 +13,13 @@ async function startJail(args: string[]) {
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));
   const closed = new Promise<number>((r) => child.on('close', (code, sig) => r(code ?? (sig === 'SIGKILL' ? 137 : 128))));
-  await waitFor('the jail to start', () => stdout.includes('ready'), 15_000);
+  try {
+    await waitFor('the jail to start', () => stdout.includes('ready'), 15_000);
+  } catch (err) {
+    child.kill('SIGKILL'); // a jail that never said ready must not outlive its test
+    await closed;
+    throw err;
+  }
   return { child, closed, stdout: () => stdout };
 }
 

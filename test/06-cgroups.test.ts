@@ -23,20 +23,26 @@ test('memory: a hog that allocates past --memory is OOM-killed, the jail reports
 });
 
 test("pids: the lesson's fork bomb stops at --pids, the host stays responsive, and every bomb process is gone afterwards", async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '6', '--pids', '64', '--name', 'bomb', '--', 'sh', '-c', 'bomb() { bomb | bomb & }; bomb; sleep 600'], { cwd: repo, env: { ...process.env, ...verbose }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // the lesson's while(fork()); in shell: every process forks for ever, so the
+  // bomb presses against pids.max for as long as it lives (--cpus keeps the spinning polite)
+  const bomb = 'bomb() { while :; do bomb & done; }; bomb 2>/dev/null';
+  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '6', '--pids', '64', '--cpus', '0.5', '--name', 'bomb', '--', 'sh', '-c', bomb], { cwd: repo, env: { ...process.env, ...verbose }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-  const dir = await waitFor('the jail\'s cgroup', () => pidsDir('baj-bomb'), 15_000);
-  // the bomb fills the cgroup up to pids.max and the kernel refuses the rest
-  await waitFor('the bomb to hit pids.max', () => readFileSync(`${dir}/pids.current`, 'utf8').trim() === '64', 15_000);
-  await waitFor('refused forks', () => /max (\d+)/.exec(readFileSync(`${dir}/pids.events`, 'utf8'))?.[1] !== '0', 5000);
-  // the host still forks happily
-  const t0 = Date.now();
-  for (let i = 0; i < 20; i++) assert.is(sh('true').code, 0);
-  assert.ok(Date.now() - t0 < 5000, 'the host stayed responsive');
-  child.kill('SIGTERM');
-  await closed;
+  try {
+    const dir = await waitFor("the jail's cgroup", () => pidsDir('baj-bomb'), 15_000);
+    // the bomb fills the cgroup up to pids.max and the kernel refuses the rest
+    await waitFor('the bomb to hit pids.max', () => readFileSync(`${dir}/pids.current`, 'utf8').trim() === '64', 15_000);
+    await waitFor('refused forks', () => /max (\d+)/.exec(readFileSync(`${dir}/pids.events`, 'utf8'))?.[1] !== '0', 5000);
+    // the host still forks happily
+    const t0 = Date.now();
+    for (let i = 0; i < 20; i++) assert.is(sh('true').code, 0);
+    assert.ok(Date.now() - t0 < 5000, 'the host stayed responsive');
+  } finally {
+    child.kill('SIGTERM'); // also when an assertion failed: the jail must not outlive its test
+    await closed;
+  }
   assert.match(stderr, /forks refused: [1-9]/);
   assert.equal(hostState().jailProcesses, [], 'no bomb process survives');
   assert.not.ok(pidsDir('baj-bomb'), 'the cgroup is gone');
