@@ -38,6 +38,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# npm run test:vm boots the kernel of the host's distribution, fetched with
+# `apt-get download`: that needs the package lists.
+if [ -r /etc/debian_version ] && ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+
 # Node.js >= 20. Debian 12 and Ubuntu 24.04 ship 18, so take the official
 # build when apt has nothing new enough.
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }

@@ -4,7 +4,7 @@
 // the host needs no cpio tool. Cached by content: the same inputs make the
 // same image, built once.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { JailError } from '../../lib/errors.ts';
 import { loadOrder, vmCache, type Kernel } from './kernel.ts';
@@ -35,12 +35,13 @@ export function initramfs(k: Kernel): string {
     { name: 'bin/busybox', mode: 0o100755, data: staticBusybox() },
     { name: 'init', mode: 0o100755, data: Buffer.from(GUEST_INIT) },
     { name: 'sbin/modprobe', mode: 0o100755, data: Buffer.from(GUEST_MODPROBE) },
-    { name: 'modules/order', mode: 0o100644, data: Buffer.from(modules.map((m) => (m.optional ? '?' : '') + flat(m.path)).join('\n') + '\n') },
+    { name: 'modules/order', mode: 0o100644, data: Buffer.from(modules.map((m) => flat(m.path) + (m.optional ? ' optional' : '')).join('\n') + '\n') },
     ...modules.map((m) => ({ name: `modules/${flat(m.path)}`, mode: 0o100644, data: readFileSync(join(k.modules, m.path)) })),
   ];
   const image = cpio(files);
   const path = join(vmCache(), `initramfs-${createHash('sha256').update(image).digest('hex').slice(0, 16)}.cpio`);
-  if (!existsSync(path)) writeAtomically(path, image);
+  if (existsSync(path)) utimesSync(path, new Date(), new Date()); // in use: see removeOtherImages
+  else writeAtomically(path, image);
   removeOtherImages(path);
   return path;
 }
@@ -79,11 +80,16 @@ function writeAtomically(path: string, data: Buffer): void {
   }
 }
 
-/** Only the newest image is worth keeping; the others were for older inputs. */
+/**
+ * Images for other inputs (an older kernel or module list) are removed once
+ * they are a day old: not at once, because a run started from another
+ * checkout may be about to boot one.
+ */
 function removeOtherImages(keep: string): void {
+  const dayAgo = Date.now() - 24 * 3600 * 1000;
   for (const name of readdirSync(vmCache())) {
     const path = join(vmCache(), name);
-    if (/^initramfs-\w+\.cpio$/.test(name) && path !== keep) rmSync(path, { force: true });
+    if (/^initramfs-\w+\.cpio$/.test(name) && path !== keep && statSync(path).mtimeMs < dayAgo) rmSync(path, { force: true });
   }
 }
 
@@ -145,12 +151,10 @@ die() {
 }
 
 mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev || die "cannot mount /proc, /sys, /dev"
-# One module a line, in load order; "?" marks one that may fail (a soft dependency).
-while read -r m; do
-  case $m in
-    \?*) insmod "/modules/\${m#?}" 2>/dev/null ;;
-    *) insmod "/modules/$m" || die "cannot load module $m" ;;
-  esac
+# One module a line, in load order; "optional" marks a soft dependency that
+# may fail when another module provides the same (crc32c_intel without SSE4.2).
+while read -r m optional; do
+  insmod "/modules/$m" || [ -n "$optional" ] || die "cannot load module $m"
 done < /modules/order
 
 cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/build-a-jail/env/raw
@@ -164,10 +168,14 @@ p9="trans=virtio,version=9p2000.L,msize=512000"
 mkdir -p /lower /rw $R
 mount -t 9p -o $p9,ro,cache=loose hostroot /lower || die "cannot mount the host's root over 9p"
 mount -t tmpfs -o mode=0755 rw /rw && mkdir /rw/upper /rw/work
-mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay $R || die "cannot mount the overlay root"
-# The repo is written by the guest and read by the host: cache=mmap keeps
-# writes going straight through to the host.
-mount -t 9p -o $p9,cache=mmap repo "$R$JAIL_REPO" || die "cannot mount the repo $JAIL_REPO over 9p"
+# redirect_dir=on: renaming a directory of the host's root (the steps swap a
+# rebuilt rootfs in with renameat2) works instead of failing with EXDEV.
+mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work,redirect_dir=on overlay $R || die "cannot mount the overlay root"
+# The repo too: node resolves modules with many stat() calls, each a round trip
+# to the host without a cache (tsx starts 40% faster with it). The host does not
+# change the repo while the VM runs; what the guest writes reaches the host at
+# the latest with the sync before "exit".
+mount -t 9p -o $p9,cache=loose repo "$R$JAIL_REPO" || die "cannot mount the repo $JAIL_REPO over 9p"
 
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
@@ -196,7 +204,10 @@ hostname build-a-jail-vm
 ip link set lo up
 
 echo "$JAIL_NONCE ready $(cut -d' ' -f1 /proc/uptime)"
-( echo 0 > $R/sys/fs/cgroup/session.scope/cgroup.procs && exec env -i chroot $R /bin/sh -c "$JAIL_SCRIPT" < /dev/null )
+(
+  echo 0 > $R/sys/fs/cgroup/session.scope/cgroup.procs || { echo "vm: cannot enter the cgroup session.scope"; exit 125; }
+  exec env -i chroot $R /bin/sh -c "$JAIL_SCRIPT" < /dev/null
+)
 status=$?
 # Flush before saying "exit": the host may read what the command wrote as soon as it sees it.
 sync

@@ -1,9 +1,11 @@
 // npm run test:vm [-- [N…] [flags] [-- CMD ARGS…]]
 // Runs the cgroup tests (or any command) inside a QEMU VM with pure cgroup v2,
-// streams its console, and exits with the command's exit status.
+// streams its console, and exits with the command's exit status (124 when it
+// timed out, 125 when the VM never said, 130 on Ctrl-C).
 //   npm run test:vm                    node --import tsx test/run.ts 6, in the VM
 //   npm run test:vm -- 6 7             the tests of steps 6 and 7
 //   npm run test:vm -- -- sh -c 'cat /proc/self/cgroup'
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, usage, type FlagSpecs } from '../../lib/cli.ts';
 import { JailError, runMain } from '../../lib/errors.ts';
@@ -19,6 +21,14 @@ const flags = {
 } satisfies FlagSpecs;
 
 const TITLE = 'test:vm — run the tests (or a command) in a QEMU VM with pure cgroup v2';
+const ENVIRONMENT = `
+environment:
+  JAIL_VM_TIMEOUT=SECONDS     as --timeout
+  JAIL_VM_DEBUG=1             as --debug
+  JAIL_CACHE=DIR              the kernel and initramfs go to DIR/vm (default /var/cache/build-a-jail)
+  JAIL_VM_KERNEL_PACKAGE=PKG  boot this Debian linux-image package instead of linux-image-amd64's
+  JAIL_VM_ACCEL, JAIL_VM_CPU  QEMU's -accel and -cpu (default tcg,thread=single and max)
+  JAIL_*, CI, DEBUG, NO_COLOR, FORCE_COLOR are passed to the command; JAIL_VM=1 tells it where it runs.`;
 const SYNOPSIS = 'npm run test:vm -- [STEP…] [flags] [-- CMD ARGS…]';
 const repoDir = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 
@@ -32,10 +42,12 @@ function splitSteps(argv: string[]): { steps: string[]; rest: string[] } {
   return { steps: argv.slice(0, i), rest: argv.slice(i) };
 }
 
-function positive(name: string, value: string | undefined, fallback: number): number {
+function positive(name: string, value: string | undefined, fallback: number, whole = true): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new JailError(`--${name} must be a positive number, not '${value}'`, undefined, 2);
+  if (!Number.isFinite(n) || n <= 0 || (whole && !Number.isInteger(n))) {
+    throw new JailError(`--${name} must be a positive ${whole ? 'whole ' : ''}number, not '${value}'`, undefined, 2);
+  }
   return n;
 }
 
@@ -58,7 +70,7 @@ async function main(): Promise<number> {
   const { steps, rest } = splitSteps(process.argv.slice(2));
   const { flags: f, command, help } = parseArgs(rest, flags);
   if (help) {
-    console.log(usage(TITLE, SYNOPSIS, flags));
+    console.log(usage(TITLE, SYNOPSIS, flags) + '\n' + ENVIRONMENT);
     return 0;
   }
   if (steps.length && command.length) throw new JailError('give either step numbers or a command after --, not both', undefined, 2);
@@ -76,10 +88,10 @@ async function main(): Promise<number> {
   const result = await runInVm(
     {
       command: command.length ? command : defaultCommand(steps),
-      repo: f.repo ?? repoDir,
+      repo: resolve(f.repo ?? repoDir),
       memoryMiB: positive('memory', f.memory, 2048),
       cpus: positive('cpus', f.cpus, 2),
-      timeoutMs: positive('timeout', f.timeout ?? process.env.JAIL_VM_TIMEOUT, 1800) * 1000,
+      timeoutMs: positive('timeout', f.timeout ?? process.env.JAIL_VM_TIMEOUT, 1800, false) * 1000,
       env: passedEnv(),
       debug: f.debug || process.env.JAIL_VM_DEBUG === '1',
       output: (text) => process.stdout.write(text),
