@@ -26,7 +26,10 @@ export async function succeeds(args: string[]): Promise<boolean> {
   return out.exitCode === 0;
 }
 
+/** Quotes one word for the shell (display, or a script we write): pasteable as is. */
+export const shq = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+
 /** Quotes argv for display, so a learner can paste it into a shell as is. */
 export function shellQuote(args: string[]): string {
-  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+  return args.map(shq).join(' ');
 }

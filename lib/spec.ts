@@ -32,6 +32,8 @@ export interface JailSpec {
   pivot: boolean;
   /** Host files or directories mounted into the jail before it starts. */
   binds: BindMount[];
+  /** Host device nodes to put in the jail's /dev as well (docker run --device), e.g. /dev/loop0. */
+  devices?: string[];
   /** Run the target with its own session and no terminal (detached jails). */
   detached?: boolean;
 }

@@ -21,3 +21,13 @@ export function ensureDir(dir: string, mode = 0o755): string {
   mkdirSync(dir, { recursive: true, mode });
   return dir;
 }
+
+/** Whether a process exists (EPERM: it does, but is not ours to signal). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

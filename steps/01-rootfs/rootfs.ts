@@ -10,7 +10,7 @@ import { explain, heading, ok, showCommand } from '../../lib/output.ts';
 import { requireTools, which } from '../../lib/preflight.ts';
 import { upstreamResolvConf } from '../../lib/resolv.ts';
 import { run } from '../../lib/sh.ts';
-import { ensureDir, jailCache } from '../../lib/state.ts';
+import { ensureDir, isAlive, jailCache } from '../../lib/state.ts';
 
 /** The directories the lesson creates: what programs expect to find at /. */
 export const ROOTFS_DIRS = ['bin', 'dev', 'etc', 'lib', 'usr/bin', 'usr/sbin', 'sbin', 'var', 'proc', 'tmp', 'home', 'root', 'mnt', 'sys', 'run'];
@@ -49,14 +49,6 @@ function removeStaleBuilds(dest: string): void {
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** The busybox applets, as paths relative to / (bin/sh, usr/bin/env …). */
 function busyboxApplets(busybox: string): string[] {

@@ -9,7 +9,7 @@ import type { JailSpec } from '../../lib/spec.ts';
 import { envList, resolveCommand } from '../03-namespaces/exec.ts';
 import { closeHandshake, die, readSpec, waitForGo } from '../03-namespaces/handshake.ts';
 import { escapeChroot } from '../02-chroot/escape.ts';
-import { bindIntoRootfs, bindRootfsOntoItself, makeMountsPrivate, mountDev, mountProc, mountSys, pivotInto } from './prison.ts';
+import { bindIntoRootfs, bindRootfsOntoItself, makeMountsPrivate, mountDev, mountProc, mountSys, passDevice, pivotInto } from './prison.ts';
 
 const spec = readSpec<JailSpec & { tryEscape?: boolean }>();
 await waitForGo(spec.namespaces.includes('user'));
@@ -20,6 +20,7 @@ try {
   mountProc(spec.rootfs);
   mountSys(spec.rootfs);
   mountDev(spec.rootfs);
+  for (const dev of spec.devices ?? []) passDevice(spec.rootfs, dev);
   if (spec.hostname) sethostname(spec.hostname);
   pivotInto(spec.rootfs);
 } catch (err) {

@@ -2,7 +2,7 @@
 // init, in the jail's new mount namespace, before the target exists — the
 // lesson's syscall.Mount / syscall.PivotRoot, in runc's order.
 import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   chdir, makedev, mknod, mount, pivotRoot, umount2, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, S_IFCHR, SyscallError,
 } from '../../lib/libc.ts';
@@ -79,6 +79,13 @@ export function mountDev(rootfs: string): void {
   mount('shm', join(dev, 'shm'), 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, 'mode=1777,size=65536k');
   symlinkSync('/proc/self/fd', join(dev, 'fd'));
   ['stdin', 'stdout', 'stderr'].forEach((name, fd) => symlinkSync(`/proc/self/fd/${fd}`, join(dev, name)));
+}
+
+/** A host device the learner asked for (--device), bind-mounted into the jail's /dev under the same name. */
+export function passDevice(rootfs: string, hostPath: string): void {
+  const target = join(rootfs, 'dev', basename(hostPath));
+  writeFileSync(target, '');
+  mount(hostPath, target, null, MS_BIND);
 }
 
 /** mknod, or — in a user namespace, where mknod is forbidden — a bind mount of the host's node. */

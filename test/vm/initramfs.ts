@@ -171,11 +171,6 @@ mount -t tmpfs -o mode=0755 rw /rw && mkdir /rw/upper /rw/work
 # redirect_dir=on: renaming a directory of the host's root (the steps swap a
 # rebuilt rootfs in with renameat2) works instead of failing with EXDEV.
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work,redirect_dir=on overlay $R || die "cannot mount the overlay root"
-# The repo too: node resolves modules with many stat() calls, each a round trip
-# to the host without a cache (tsx starts 40% faster with it). The host does not
-# change the repo while the VM runs; what the guest writes reaches the host at
-# the latest with the sync before "exit".
-mount -t 9p -o $p9,cache=loose repo "$R$JAIL_REPO" || die "cannot mount the repo $JAIL_REPO over 9p"
 
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
@@ -186,6 +181,15 @@ mount -t tmpfs -o mode=1777 shm $R/dev/shm
 mount -t tmpfs -o mode=1777 tmp $R/tmp
 mount -t tmpfs -o mode=0755 run $R/run
 mkdir -p $R/run/lock
+
+# The repo, at its host path, mounted after /tmp and /run: either may hold it
+# (a CI clone in a temp dir would be hidden under a fresh tmpfs).
+# cache=loose: node resolves modules with many stat() calls, each a round trip
+# to the host without a cache (tsx starts 40% faster with it). The host does not
+# change the repo while the VM runs; what the guest writes reaches the host at
+# the latest with the sync before "exit".
+mkdir -p "$R$JAIL_REPO"
+mount -t 9p -o $p9,cache=loose repo "$R$JAIL_REPO" || die "cannot mount the repo $JAIL_REPO over 9p"
 
 # Pure cgroup v2: one unified hierarchy and nothing else, mounted as systemd
 # does. The command runs in a leaf, as a login session does on a systemd host,

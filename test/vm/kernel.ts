@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { JailError } from '../../lib/errors.ts';
 import { $, run } from '../../lib/sh.ts';
-import { jailCache } from '../../lib/state.ts';
+import { isAlive, jailCache } from '../../lib/state.ts';
 
 export interface Kernel {
   /** The Debian package, e.g. linux-image-6.1.0-56-amd64. */
@@ -188,14 +188,6 @@ function removeStaleFetches(cache: string): void {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Modules: which .ko files the initramfs must carry, in the order to load them.

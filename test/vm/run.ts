@@ -74,6 +74,10 @@ async function main(): Promise<number> {
     return 0;
   }
   if (steps.length && command.length) throw new JailError('give either step numbers or a command after --, not both', undefined, 2);
+  if (process.getuid?.() !== 0) {
+    // The tests inside need root anyway, and the repo is shared with root's ownership.
+    throw new JailError('test:vm needs root: it caches a kernel under /var/cache and runs the tests as root', 'run it with sudo: sudo npm run test:vm');
+  }
 
   const abort = new AbortController();
   let signalled: NodeJS.Signals | undefined;

@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { JailError } from '../../lib/errors.ts';
 import { which } from '../../lib/preflight.ts';
+import { shq } from '../../lib/sh.ts';
 import { initramfs } from './initramfs.ts';
 import { kernel, type Kernel } from './kernel.ts';
 
@@ -113,13 +114,12 @@ function qemuArgs(k: Kernel, initrd: string, opts: VmOptions, nonce: string): st
     '-initrd', initrd,
     '-append', append,
     '-virtfs', `local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap`,
-    '-virtfs', `local,path=${qemuValue(opts.repo)},mount_tag=repo,security_model=${isRoot() ? 'passthrough' : 'none'},multidevs=remap`,
+    // passthrough: the guest's chown and chmod in the repo happen on the host too.
+    '-virtfs', `local,path=${qemuValue(opts.repo)},mount_tag=repo,security_model=passthrough,multidevs=remap`,
     '-virtfs', `local,path=${qemuValue(k.modules)},mount_tag=modules,security_model=none,readonly=on`,
     '-fw_cfg', `name=opt/build-a-jail/env,string=${qemuValue(guestEnv(opts, nonce))}`,
   ];
 }
-
-const isRoot = () => process.getuid?.() === 0;
 
 /** QEMU's option syntax: a comma inside a value is written twice. */
 const qemuValue = (value: string): string => value.replace(/,/g, ',,');
@@ -135,8 +135,8 @@ function guestEnv(opts: VmOptions, nonce: string): string {
   return [`JAIL_NONCE=${nonce}`, `JAIL_REPO=${shq(opts.repo)}`, `JAIL_DEBUG=${opts.debug ? 1 : 0}`, `JAIL_SCRIPT=${shq(script)}`, ''].join('\n');
 }
 
-/** Single-quotes a word for sh. */
-export const shq = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+// shq (lib/sh.ts) quotes a word for sh; re-exported for the harness tests
+export { shq };
 
 // ---------------------------------------------------------------------------
 // Running QEMU: stream the console, find the marker lines, enforce the timeout.
