@@ -3,6 +3,7 @@
 // first one it needs.
 import { accessSync, constants, existsSync, readFileSync, statfsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { JailError } from './errors.ts';
 
 export interface Check {
@@ -106,7 +107,7 @@ function kernelConfig(): Map<string, string> {
   config = new Map();
   let text = '';
   try {
-    text = require_gunzip('/proc/config.gz');
+    text = gunzipSync(readFileSync('/proc/config.gz')).toString('utf8');
   } catch {
     try {
       const release = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
@@ -117,13 +118,8 @@ function kernelConfig(): Map<string, string> {
   return config;
 }
 
-import { gunzipSync } from 'node:zlib';
-function require_gunzip(path: string): string {
-  return gunzipSync(readFileSync(path)).toString('utf8');
-}
-
 /** Stops with the fix line of the first failing check. */
-export function require(...checks: Check[]): void {
+export function requireChecks(...checks: Check[]): void {
   for (const c of checks) {
     if (!c.ok) throw new JailError(`${c.name}: not available`, c.fix);
   }
@@ -134,7 +130,7 @@ export function requireRoot(what = 'this step'): void {
 }
 
 export function requireTools(...tools: string[]): void {
-  require(...tools.map(toolCheck));
+  requireChecks(...tools.map(toolCheck));
 }
 
 export function allChecks(): Check[] {

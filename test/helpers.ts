@@ -1,7 +1,7 @@
 // Shared by every test file: run a step the way a learner does, compare the
 // host before and after, wait without sleeping blindly.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
@@ -95,13 +95,11 @@ export interface HostState {
 const hostPidNs = () => readlinkSafe('/proc/self/ns/pid');
 function readlinkSafe(p: string): string {
   try {
-    return require_readlink(p);
+    return readlinkSync(p);
   } catch {
     return '';
   }
 }
-import { readlinkSync } from 'node:fs';
-const require_readlink = (p: string) => readlinkSync(p);
 
 function cgroupDirs(): string[] {
   const found: string[] = [];

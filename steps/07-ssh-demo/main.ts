@@ -142,7 +142,7 @@ await runMain(async () => {
   if (args.command.length) throw new JailError("step 7 runs the lesson's start script; it takes no command", 'for your own command use step 4, 5 or 6', 2);
   const choice = networkChoice({ net: f.net, publish: f.net === 'bridge' ? [`${SSH_PORT}:${SSH_PORT}`] : [] });
   if (choice.mode === 'none') throw new JailError('--net none would leave no way in for ssh', 'use --net host or --net bridge', 2);
-  const limits = limitsFromFlags({ ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(f).filter(([k, v]) => k in cgroupFlags && v !== undefined && !(Array.isArray(v) && !v.length))) });
+  const limits = limitsFromFlags({ ...f, memory: f.memory ?? DEFAULT_LIMITS.memory, pids: f.pids ?? DEFAULT_LIMITS.pids, cpus: f.cpus ?? DEFAULT_LIMITS.cpus });
   const hostname = checkHostname(f.hostname ?? 'hello');
   if (!(await portFree(f.listen!, SSH_PORT))) {
     throw new JailError(`port ${SSH_PORT} on ${f.listen} is already in use`, `see who holds it: ss -ltnp 'sport = :${SSH_PORT}'`);
