@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { launchJail } from '../steps/03-namespaces/launcher.ts';
-import { initPath, pivotSpec } from '../steps/04-pivot-root/main.ts';
+import { initPath, pivotSpec } from '../steps/04-pivot-root/jail.ts';
 
 const [rootfs, runs, warmup] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4] ?? 1)];
 process.env.JAIL_QUIET = '1';

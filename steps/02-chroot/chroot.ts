@@ -3,10 +3,10 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CleanupStack, withSignals } from '../../lib/cleanup.ts';
 import { statusOf } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
+import { repoPath } from '../../lib/paths.ts';
 import { requireTools } from '../../lib/preflight.ts';
 import { run } from '../../lib/sh.ts';
 import { jailEnv } from '../../lib/spec.ts';
@@ -57,7 +57,7 @@ export async function demonstrateEscape(rootfs: string): Promise<number> {
   try {
     explain(`A marker file on the host: ${marker}. A root process locks itself into the rootfs`);
     explain('with chroot(2), then chroots into a subdirectory without chdir and climbs "..":');
-    const escape = fileURLToPath(new URL('./escape-demo.ts', import.meta.url));
+    const escape = repoPath('steps/02-chroot/escape-demo.ts');
     showCommand(`node --import tsx ${escape} ${rootfs} ${marker}`);
     const out = await run([process.execPath, '--import', 'tsx', escape, rootfs, marker]);
     console.log(indent(out));

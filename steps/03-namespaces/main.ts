@@ -1,8 +1,8 @@
 // npm run step 3 -- [--uts] [--pid] [--mount] [--net] [--ipc] [--user] [--all] [--rootfs DIR] [--hostname NAME] -- CMD
-import { fileURLToPath } from 'node:url';
 import { checkHostname, defaultCommand, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
 import { runMain } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
+import { repoPath } from '../../lib/paths.ts';
 import { isRoot, requireRoot } from '../../lib/preflight.ts';
 import { PREFIX } from '../../lib/state.ts';
 import { jailEnv, type Namespace } from '../../lib/spec.ts';
@@ -44,6 +44,6 @@ await runMain(async () => {
       pivot: false,
       binds: [],
     },
-    { init: fileURLToPath(new URL('./init.ts', import.meta.url)) },
+    { init: repoPath('steps/03-namespaces/init.ts') },
   );
 });

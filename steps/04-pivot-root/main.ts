@@ -1,61 +1,36 @@
 // npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [--try-escape] -- CMD
-import { fileURLToPath } from 'node:url';
-import { checkHostname, defaultCommand, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
+import { checkHostname, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
 import { JailError, runMain } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
-import { jailEnv, type JailSpec } from '../../lib/spec.ts';
-import { PREFIX, rootfsDir } from '../../lib/state.ts';
+import { rootfsDir } from '../../lib/state.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
-import { ALL_NAMESPACES } from '../03-namespaces/namespaces.ts';
+import { initPath, pivotFlags, pivotSpec } from './jail.ts';
 
-export const initPath = fileURLToPath(new URL('./init.ts', import.meta.url));
+const flags = { ...jailFlags, ...pivotFlags } as const;
 
-export const flags = {
-  ...jailFlags,
-  debian: { type: 'boolean', help: 'use the Debian rootfs of step 1 (--debian)' },
-  user: { type: 'boolean', help: 'add a user namespace: root inside is uid 100000 outside' },
-  'try-escape': { type: 'boolean', help: "let PID 1 try step 02's escape after pivot_root, and show where it lands" },
-} as const;
-
-/** Step 04's jail: every namespace but user (opt-in, see the lesson), pivot_root, /proc /sys /dev. */
-export function pivotSpec(rootfs: string, hostname: string | undefined, user: boolean, command: string[]): JailSpec {
-  return {
-    name: `${PREFIX}-${process.pid}`,
-    rootfs,
-    hostname,
-    namespaces: ALL_NAMESPACES.filter((n) => n !== 'user' || user),
-    command: command.length ? command : defaultCommand,
-    env: jailEnv({ HOSTNAME: hostname ?? 'jail' }),
-    pivot: true,
-    binds: [],
-  };
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  await runMain(async () => {
-    const args = parseArgs(process.argv.slice(2), flags);
-    if (args.help) {
-      console.log(usage('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags));
-      return 0;
-    }
-    requireRoot();
-    if (args.flags.debian && args.flags.rootfs) throw new JailError('give --rootfs or --debian, not both', undefined, 2);
-    const rootfs = requireRootfs(args.flags.debian ? rootfsDir('debian') : rootfsOrDefault(args.flags.rootfs));
-    const hostname = checkHostname(args.flags.hostname ?? 'jail');
-    const spec = { ...pivotSpec(rootfs, hostname, args.flags.user, args.command), tryEscape: args.flags['try-escape'] };
-    heading('The god process (PID 1) will, inside the new namespaces:');
-    for (const line of [
-      'mount --make-rprivate /                 so nothing propagates back to the host',
-      `mount --bind ${rootfs} ${rootfs}        pivot_root needs a mount point`,
-      'mount -t proc proc ROOTFS/proc          processes of this PID namespace only',
-      'mount -t sysfs -o ro sysfs ROOTFS/sys',
-      'mount -t tmpfs tmpfs ROOTFS/dev; mknod null zero full random urandom tty; devpts; shm',
-      `hostname ${hostname}`,
-      'cd ROOTFS; pivot_root . .; umount -l .     the old root, stacked on top, detached',
-      spec.tryEscape ? "then try step 02's escape and report where it lands" : `then start ${spec.command.join(' ')} as its child, and reap, forward signals, wait`,
-    ]) explain(line);
-    return launchJail(spec, { init: initPath });
-  });
-}
+await runMain(async () => {
+  const args = parseArgs(process.argv.slice(2), flags);
+  if (args.help) {
+    console.log(usage('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags));
+    return 0;
+  }
+  requireRoot();
+  if (args.flags.debian && args.flags.rootfs) throw new JailError('give --rootfs or --debian, not both', undefined, 2);
+  const rootfs = requireRootfs(args.flags.debian ? rootfsDir('debian') : rootfsOrDefault(args.flags.rootfs));
+  const hostname = checkHostname(args.flags.hostname ?? 'jail');
+  const spec = { ...pivotSpec(rootfs, hostname, args.flags.user, args.command), tryEscape: args.flags['try-escape'] };
+  heading('The god process (PID 1) will, inside the new namespaces:');
+  for (const line of [
+    'mount --make-rprivate /                 so nothing propagates back to the host',
+    `mount --bind ${rootfs} ${rootfs}        pivot_root needs a mount point`,
+    'mount -t proc proc ROOTFS/proc          processes of this PID namespace only',
+    'mount -t sysfs -o ro sysfs ROOTFS/sys',
+    'mount -t tmpfs tmpfs ROOTFS/dev; mknod null zero full random urandom tty; devpts; shm',
+    `hostname ${hostname}`,
+    'cd ROOTFS; pivot_root . .; umount -l .     the old root, stacked on top, detached',
+    spec.tryEscape ? "then try step 02's escape and report where it lands" : `then start ${spec.command.join(' ')} as its child, and reap, forward signals, wait`,
+  ]) explain(line);
+  return launchJail(spec, { init: initPath });
+});

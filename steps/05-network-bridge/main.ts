@@ -7,7 +7,7 @@ import type { JailSpec } from '../../lib/spec.ts';
 import { PREFIX } from '../../lib/state.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
-import { initPath, pivotSpec } from '../04-pivot-root/main.ts';
+import { initPath, pivotSpec } from '../04-pivot-root/jail.ts';
 import { networkHook, networkNamespaces, parseNetworkMode, parsePublish, type NetworkHook, type NetworkMode, type PortMapping } from './network.ts';
 
 export const networkFlags = {

@@ -6,7 +6,7 @@ import { explain } from '../../lib/output.ts';
 import { cgroupMode, requireRoot } from '../../lib/preflight.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
-import { initPath, pivotSpec } from '../04-pivot-root/main.ts';
+import { initPath, pivotSpec } from '../04-pivot-root/jail.ts';
 import { networkHook } from '../05-network-bridge/network.ts';
 import { networkChoice, networkFlags, showTopology, withNetwork } from '../05-network-bridge/main.ts';
 import { cgroupFlags, cgroupHook, limitsFromFlags } from './cgroups.ts';

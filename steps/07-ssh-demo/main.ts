@@ -10,7 +10,7 @@ import { requireRoot } from '../../lib/preflight.ts';
 import { ensureDir, isAlive, runDir } from '../../lib/state.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
-import { initPath, pivotSpec } from '../04-pivot-root/main.ts';
+import { initPath, pivotSpec } from '../04-pivot-root/jail.ts';
 import { networkHook } from '../05-network-bridge/network.ts';
 import { networkChoice, showTopology, withNetwork } from '../05-network-bridge/main.ts';
 import { cgroupFlags, cgroupHook, limitsFromFlags } from '../06-cgroups/cgroups.ts';
