@@ -2,6 +2,7 @@
 //   init -> launcher  "pid 4242"        my PID as the host sees it
 //   launcher -> init  "go"              uid maps, cgroups, veths are in place
 //   init -> launcher  "error <message>" setup failed; the launcher explains
+//   init -> launcher  anything else     a report for the launcher's onMessage
 // The init must not start the target before "go": that is how a cgroup or a
 // network exists before the first instruction of the target runs.
 import { Socket } from 'node:net';

@@ -21,6 +21,8 @@ export interface LaunchOptions {
   hooks?: JailHook[];
   /** Called once the target runs, with the init's host PID. */
   onStarted?: (initPid: number) => void;
+  /** Lines the init sends after "go" other than "error …" (e.g. step 08's lab results). */
+  onMessage?: (line: string) => void;
 }
 
 /** How long PID 1 gets to stop the jail after SIGTERM before it is killed. */
@@ -100,13 +102,14 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     started = true;
     channel.write('go\n');
     opts.onStarted?.(initPid);
-    // the init only speaks again if its setup failed
-    const next = await messages.next();
-    const status = await exited;
-    if (!next.done && next.value.startsWith('error ')) {
-      const err = JSON.parse(next.value.slice(6)) as { message: string; code?: string };
-      throw new JailError(`the jail could not be set up: ${err.message}`, hintFor(err.code));
+    // after "go" the init speaks only if its setup failed, or to report (onMessage)
+    let failure: { message: string; code?: string } | undefined;
+    for await (const line of messages) {
+      if (line.startsWith('error ')) failure ??= JSON.parse(line.slice(6));
+      else opts.onMessage?.(line);
     }
+    const status = await exited;
+    if (failure) throw new JailError(`the jail could not be set up: ${failure.message}`, hintFor(failure.code));
     for (const hook of hooks) await hook.report?.(spec);
     // util-linux 2.38's unshare exits 1 when its child is SIGKILLed; say what happened
     return killedHard ? 128 + 9 : status;
