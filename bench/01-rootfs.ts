@@ -45,7 +45,7 @@ await runMain(async () => {
   rows.set('busybox, into an empty dir', await timeCalls(() => buildBusyboxRootfs(busybox), runs, { prepare: emptyFirst(busybox) }));
   rows.set('busybox, rebuild (swap, remove old)', await timeCalls(() => buildBusyboxRootfs(busybox), runs));
   // what a learner waits for: Node, the tsx loader, the step's modules, the build
-  const step1 = [process.execPath, '--import', 'tsx', 'lib/run-step.ts', '1'];
+  const step1 = [process.execPath, 'bin/step.mjs', '1'];
   const cli = timeCommands([
     { name: 'busybox, npm run step 1 (rebuild)', argv: [...step1, '--dest', join(dir, 'cli')] },
     { name: 'npm run step 1 -- --help (start-up only)', argv: [...step1, '--help'] },

@@ -3,11 +3,11 @@
 // real login works, so its wall time is the measure. Aim: under 3 s.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { median } from './measure.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const step7 = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '7', ...args], { cwd: repo, env: { ...process.env, JAIL_QUIET: '1' }, encoding: 'utf8' });
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const step7 = (...args: string[]) => spawnSync(process.execPath, ['bin/step.mjs', '7', ...args], { cwd: repo, env: { ...process.env, JAIL_QUIET: '1' }, encoding: 'utf8' });
 
 step7('--stop');
 const warm = step7('--detach'); // builds the rootfs and the key on a first run; not measured

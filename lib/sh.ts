@@ -1,10 +1,22 @@
 // Host tools through zx. Quiet by default: the learner is shown the command
 // with showCommand() before it runs, and its output only when it matters.
-import { $ as zx$, ProcessOutput } from 'zx';
+// zx costs ~60 ms to load, more than a jail's whole start: it is loaded on
+// the first command, not at import, so a step that runs none never pays.
+import { createRequire } from 'node:module';
+import type { Shell } from 'zx';
 import { JailError } from './errors.ts';
 
+type Zx = typeof import('zx');
+let zx: Zx | undefined;
+let shell: Shell | undefined;
+// require (not import): synchronous, so `$` can stay a plain tagged template
+const loadZx = (): Zx => (zx ??= createRequire(import.meta.url)('zx') as Zx);
+
 // zx quotes arguments with bash's $'…'; keep bash as the shell.
-export const $ = zx$({ quiet: true, verbose: false, shell: '/bin/bash' });
+export const $ = ((pieces: TemplateStringsArray, ...args: unknown[]) => {
+  shell ??= loadZx().$({ quiet: true, verbose: false, shell: '/bin/bash' });
+  return shell!(pieces, ...(args as never[]));
+}) as Shell;
 
 /** Runs a command; on failure throws a JailError that names it and shows its stderr. */
 export async function run(args: string[], hint?: string): Promise<string> {
@@ -12,7 +24,7 @@ export async function run(args: string[], hint?: string): Promise<string> {
     const out = await $`${args}`;
     return out.stdout;
   } catch (err) {
-    if (err instanceof ProcessOutput) {
+    if (err instanceof loadZx().ProcessOutput) {
       const msg = err.stderr.trim().split('\n').slice(-3).join(' / ') || `exit status ${err.exitCode}`;
       throw new JailError(`\`${args.join(' ')}\` failed: ${msg}`, hint);
     }

@@ -64,7 +64,7 @@ test('a rebuild swaps the whole tree in one step: bin/sh exists at every moment'
 });
 
 test('a build killed half-way leaves the old rootfs intact and no half tree', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '1'], { cwd: repo, env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, ['bin/step.mjs', '1'], { cwd: repo, env: { ...process.env, ...env } });
   // kill it once it has started writing its temp tree
   const deadline = Date.now() + 20_000;
   while (!readdirSync(join(home, 'rootfs')).some((e) => e.includes('.building-')) && Date.now() < deadline) {
@@ -107,7 +107,7 @@ test('bad input: an unknown flag and an unknown step are one clear sentence and 
 test('bad input: not root is refused before anything is made', async () => {
   const nobodyHome = join(home, 'nobody');
   mkdirSync(nobodyHome, { mode: 0o777 });
-  const r = sh(`cd ${repo} && JAIL_HOME=${nobodyHome} setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} --import tsx lib/run-step.ts 1 2>&1`);
+  const r = sh(`cd ${repo} && JAIL_HOME=${nobodyHome} setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} bin/step.mjs 1 2>&1`);
   assert.is.not(r.code, 0);
   assert.match(r.stdout, /needs root/);
   assert.match(r.stdout, /sudo/);

@@ -70,7 +70,7 @@ test('--user: uid 0 inside is a non-zero uid outside, and cannot write a root-ow
 });
 
 test('--user works without root: a rootless jail', async () => {
-  const r = sh(`cd ${process.cwd()} && JAIL_QUIET=1 setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} --import tsx lib/run-step.ts 3 --user --mount --pid --uts --hostname rootless -- sh -c 'id -u; hostname; cat /proc/self/uid_map'`);
+  const r = sh(`cd ${process.cwd()} && JAIL_QUIET=1 setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} bin/step.mjs 3 --user --mount --pid --uts --hostname rootless -- sh -c 'id -u; hostname; cat /proc/self/uid_map'`);
   assert.is(r.code, 0, r.stderr);
   const [uid, hostname, map] = r.stdout.trim().split('\n');
   assert.is(uid, '0');

@@ -9,7 +9,7 @@ const env = { JAIL_QUIET: '1' };
 
 /** Starts `npm run step 4 -- …` in the background; resolves once the jail's target runs. */
 async function startJail(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '4', ...args], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/step.mjs', '4', ...args], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));
   const closed = new Promise<number>((r) => child.on('close', (code, sig) => r(code ?? (sig === 'SIGKILL' ? 137 : 128))));
@@ -120,7 +120,7 @@ test('SIGKILL to the launcher: the jail dies with it', async () => {
 
 test('an interactive shell gets job control, and Ctrl-C reaches its child, not the launcher', async () => {
   // script(1) gives the launcher a real terminal; we type into it like a learner would
-  const term = spawn('script', ['-qfec', `${process.execPath} --import tsx lib/run-step.ts 4 -- sh -i`, '/dev/null'], { cwd: repo, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const term = spawn('script', ['-qfec', `${process.execPath} bin/step.mjs 4 -- sh -i`, '/dev/null'], { cwd: repo, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let screen = '';
   term.stdout.on('data', (d) => (screen += d));
   const closed = new Promise<number>((r) => term.on('close', (code) => r(code ?? -1)));

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { suite, type Test } from 'uvu';
+import { statusOf } from '../lib/errors.ts';
 import { PREFIX } from '../lib/state.ts';
 
 export const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -29,14 +30,24 @@ export function rootSuite(name: string): Test {
   return skipping;
 }
 
+/** argv of `npm run step N -- args…`, without npm: what the npm script runs. */
+export const stepArgv = (step: number | string, ...args: string[]): string[] => [process.execPath, join(repo, 'bin/step.mjs'), String(step), ...args];
+
 /** Runs `npm run step N -- args…` (without npm's banner) and collects its output. */
-export function runStep(step: number | string, args: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<Result> {
-  return runNode(['lib/run-step.ts', String(step), ...args], opts);
+export function runStep(step: number | string, args: string[], opts: RunOptions = {}): Promise<Result> {
+  return runArgv(stepArgv(step, ...args), opts);
 }
 
-export function runNode(args: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<Result> {
+type RunOptions = { env?: Record<string, string>; input?: string; timeoutMs?: number };
+
+/** Runs a TypeScript file of the repo with node --import tsx. */
+export function runNode(args: string[], opts: RunOptions = {}): Promise<Result> {
+  return runArgv([process.execPath, '--import', 'tsx', ...args], opts);
+}
+
+function runArgv([cmd, ...args]: string[], opts: RunOptions): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+    const child = spawn(cmd!, args, {
       cwd: repo,
       env: { ...process.env, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -52,7 +63,7 @@ export function runNode(args: string[], opts: { env?: Record<string, string>; in
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code: code ?? 128 + (signal ? 9 : 0), stdout, stderr });
+      resolve({ code: statusOf(code, signal), stdout, stderr });
     });
     child.stdin.end(opts.input ?? '');
   });

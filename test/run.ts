@@ -24,16 +24,52 @@ let passed = 0;
 let failed = 0;
 let skipped = 0;
 
+/**
+ * No test file may hang CI: past its time limit it is killed, with every
+ * process it started (its own process group), and counted as one failure.
+ * JAIL_TEST_FILE_TIMEOUT (seconds) overrides the default, which is longer in
+ * npm run test:vm's emulated VM (JAIL_VM=1), where everything is ~10x slower.
+ */
+const limitMs = Number(process.env.JAIL_TEST_FILE_TIMEOUT ?? (process.env.JAIL_VM === '1' ? 2400 : 900)) * 1000;
+
 for (const file of files) {
-  const out = await new Promise<{ code: number; text: string }>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(here, file), '-c=false'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = await new Promise<{ code: number; text: string; hung: boolean }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(here, file), '-c=false'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
     let text = '';
+    let hung = false;
     child.stdout.on('data', (d) => {
       text += d;
       process.stdout.write(d);
     });
-    child.on('close', (code) => resolve({ code: code ?? 1, text }));
+    const timer = setTimeout(() => {
+      hung = true;
+      try {
+        process.kill(-child.pid!, 'SIGTERM'); // the launchers unwind their jails on SIGTERM
+        setTimeout(() => {
+          try {
+            process.kill(-child.pid!, 'SIGKILL');
+          } catch {}
+        }, 5000).unref();
+      } catch {}
+    }, limitMs);
+    // Ctrl-C of npm test reaches us, not the detached group: pass it on
+    const stop = () => {
+      try {
+        process.kill(-child.pid!, 'SIGINT');
+      } catch {}
+    };
+    process.on('SIGINT', stop);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      process.off('SIGINT', stop);
+      resolve({ code: code ?? 1, text, hung });
+    });
   });
+  if (out.hung) {
+    console.log(`${file}: FAILED: still running after ${limitMs / 1000} s, killed (JAIL_TEST_FILE_TIMEOUT sets the limit)`);
+    failed += 1;
+    continue;
+  }
   const num = (label: string) => Number(out.text.match(new RegExp(`${label}:\\s+(\\d+)`))?.[1] ?? NaN);
   const total = num('Total');
   if (Number.isNaN(total)) {

@@ -1,7 +1,7 @@
 // Step 03's init: the first process in the new namespaces. It waits for the
 // launcher, sets the hostname, gives a new PID namespace its own /proc,
 // chroots (step 02) and then execs the target, which becomes PID 1 itself.
-// Bundled by lib/bundle.ts; never imported by host-side code.
+// Bundled by lib/bundle.mjs; never imported by host-side code.
 import { join } from 'node:path';
 import { chdir, chroot, mount, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, sethostname } from '../../lib/libc.ts';
 import type { JailSpec } from '../../lib/spec.ts';

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { bundled } from '../../lib/bundle.ts';
+import { bundled } from '../../lib/bundle.mjs';
 import { CleanupStack, withSignals } from '../../lib/cleanup.ts';
 import { JailError, signalNumber } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
@@ -24,6 +24,14 @@ export interface LaunchOptions {
   /** Lines the init sends after "go" other than "error …" (e.g. step 08's lab results). */
   onMessage?: (line: string) => void;
 }
+
+/**
+ * Node starts a pool of V8 worker threads (one per core) and, at its first
+ * file read, four libuv threads. In the jail they are the init's, count
+ * against pids.max, and push the target's PID up: the init needs one of each.
+ */
+const INIT_NODE_FLAGS = ['--v8-pool-size=1'];
+const INIT_NODE_ENV = { UV_THREADPOOL_SIZE: '1' };
 
 /** How long PID 1 gets to stop the jail after SIGTERM before it is killed. */
 const STOP_GRACE_MS = 3000;
@@ -61,16 +69,16 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
       await hook.prepare?.(spec, cleanup);
       if (stopping) throw interrupted();
     }
-    const init = await bundled(opts.init, `init-${spec.pivot ? 'pivot' : 'exec'}`);
+    const init = await bundled(opts.init);
     const unshare = unshareArgs(spec.namespaces);
     heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
     showCommand(equivalentCommand(spec, unshare));
     // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
     // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
     // namespace dies, the kernel kills every process in it. No orphan jails.
-    child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, init], {
+    child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, ...INIT_NODE_FLAGS, init], {
       stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-      env: { ...process.env, JAIL_SPEC: JSON.stringify(spec) },
+      env: { ...process.env, ...INIT_NODE_ENV, JAIL_SPEC: JSON.stringify(spec) },
     });
     const proc = child;
     const exited = new Promise<number>((resolve) => proc.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))));

@@ -1,7 +1,7 @@
 // The god process: PID 1 of the jail (the lesson's startContainer). It
 // builds the prison from inside, then stays as a real init: it starts the
 // target as its child, hands it the terminal, forwards signals, reaps every
-// zombie, and exits with the target's status (god.ts). Bundled by lib/bundle.ts.
+// zombie, and exits with the target's status (god.ts). Bundled by lib/bundle.mjs.
 import { readdirSync, rmdirSync } from 'node:fs';
 import type { JailSpec } from '../../lib/spec.ts';
 import { escapeChroot } from '../02-chroot/escape.ts';

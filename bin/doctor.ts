@@ -1,7 +1,7 @@
 // npm run doctor: is this machine ready for the workshop?
-import { allChecks } from './preflight.ts';
-import { colour as c } from './output.ts';
-import { runMain } from './errors.ts';
+import { allChecks } from '../lib/preflight.ts';
+import { colour as c } from '../lib/output.ts';
+import { runMain } from '../lib/errors.ts';
 
 await runMain(async () => {
   const checks = allChecks();

@@ -1,0 +1,6 @@
+/** The directory the bundles are cached in (node_modules/.cache/build-a-jail). */
+export const cacheDir: string;
+/** A bundle's name: the step's directory and the entry, e.g. 04-pivot-root-init. */
+export function bundleName(entry: string): string;
+/** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
+export function bundled(entry: string): Promise<string>;
