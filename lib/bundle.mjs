@@ -9,7 +9,7 @@
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -63,5 +63,21 @@ export async function bundled(entry) {
     banner: { js: "import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url);" },
   });
   renameSync(tmp, out);
+  pruneStale(bundleName(entry), out);
   return out;
+}
+
+/**
+ * Older bundles of the same entry are dead weight once a new one exists; one
+ * younger than a few minutes may still be about to start (a jail's init), so
+ * it stays until a later build.
+ */
+function pruneStale(name, keep) {
+  const pattern = new RegExp(`^${name}-[0-9a-f]{12}\\.mjs$`);
+  for (const f of readdirSync(cacheDir)) {
+    const path = join(cacheDir, f);
+    try {
+      if (pattern.test(f) && path !== keep && Date.now() - statSync(path).mtimeMs > 10 * 60_000) rmSync(path);
+    } catch {}
+  }
 }
