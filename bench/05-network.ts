@@ -21,7 +21,7 @@ import { parseArgs, rootfsOrDefault, usage } from '../lib/cli.ts';
 import { JailError, runMain } from '../lib/errors.ts';
 import { requireRoot } from '../lib/preflight.ts';
 import { requireRootfs } from '../steps/01-rootfs/rootfs.ts';
-import { BRIDGE, jailSubnet } from '../steps/05-network-bridge/network.ts';
+import { BRIDGE, jailSubnet } from '../steps/05-network-bridge/addresses.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const flags = {

@@ -193,3 +193,24 @@ export function spawn(path: string, argv: string[], env: string[], opts: { newGr
   if (err !== 0) throw new SyscallError(`posix_spawn ${path}`, err);
   return pid[0]!;
 }
+
+// flock(2), for the one lock the host side needs (step 05's network leases):
+// the kernel drops the lock when the last descriptor of its open file closes,
+// so a killed holder can never leave it locked. Node has no flock.
+const _flock = libc.func('int flock(int fd, int op)');
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/**
+ * flock(2) on fd: true once the lock is held (or released, for LOCK_UN).
+ * false if another open file holds it and op has LOCK_NB (EWOULDBLOCK), or a
+ * signal interrupted the wait (EINTR): try again. Any other error throws.
+ */
+export function flock(fd: number, op: number): boolean {
+  if (_flock(fd, op) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === constants.errno.EWOULDBLOCK || errno === constants.errno.EINTR) return false;
+  throw new SyscallError(`flock fd ${fd}`, errno);
+}

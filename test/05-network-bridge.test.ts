@@ -1,5 +1,5 @@
 // Step 05, the visiting room: none, host and bridge networking, proved with
-// real jails started the way a learner starts them (lib/run-step.ts 5).
+// real jails started the way a learner starts them (bin/step.mjs 5).
 //
 // Traffic goes only to loopback and to network namespaces this file makes.
 // "The outside world" is one of them: a namespace behind a veth pair to the
@@ -18,22 +18,14 @@ import { CleanupStack } from '../lib/cleanup.ts';
 import { JailError } from '../lib/errors.ts';
 import type { JailSpec } from '../lib/spec.ts';
 import { runDir } from '../lib/state.ts';
-import {
-  BRIDGE,
-  checkJailAddress,
-  cleanNetwork,
-  drawTopology,
-  jailSubnet,
-  networkHook,
-  networkNamespaces,
-  parseNetworkMode,
-  parsePublish,
-  parseSubnet,
-  readLeases,
-  upstreamResolvConf,
-  vethNames,
-} from '../steps/05-network-bridge/network.ts';
-import { hostState, isRoot, repo, rootSuite, runStep, sh, waitFor, type HostState, type Result } from './helpers.ts';
+import { upstreamResolvConf } from '../lib/resolv.ts';
+import { BRIDGE, checkJailAddress, jailSubnet, parseSubnet, vethNames } from '../steps/05-network-bridge/addresses.ts';
+import { cleanNetwork } from '../steps/05-network-bridge/clean.ts';
+import { readLeases } from '../steps/05-network-bridge/leases.ts';
+import { networkNamespaces, parseNetworkMode, parsePublish } from '../steps/05-network-bridge/modes.ts';
+import { networkHook } from '../steps/05-network-bridge/network.ts';
+import { drawTopology } from '../steps/05-network-bridge/topology.ts';
+import { hostState, isRoot, repo, rootSuite, runStep, sh, stepArgv, waitFor, type HostState, type Result } from './helpers.ts';
 
 // cleanNetwork() runs in this process; the jails' launchers inherit it too.
 process.env.JAIL_QUIET = '1';
@@ -102,7 +94,8 @@ function initOf(launcher: number): number | undefined {
 
 /** Starts `npm run step 5 -- --name t5-NAME FLAGS -- COMMAND` in the background; resolves once it printed 'ready'. */
 async function startJail(name: string, flags: string[], command: string[], opts: { quiet?: boolean; env?: Record<string, string> } = {}): Promise<Jail> {
-  const launcher = spawn(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '5', '--name', NAME + name, ...flags, '--', ...command], {
+  const [node, ...argv] = stepArgv(5, '--name', NAME + name, ...flags, '--', ...command);
+  const launcher = spawn(node!, argv, {
     cwd: repo,
     env: { ...process.env, JAIL_QUIET: opts.quiet === false ? '0' : '1', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -324,10 +317,14 @@ function refuses(what: () => unknown, message: RegExp): void {
   assert.unreachable(`expected a JailError matching ${message}`);
 }
 
-test('flags: --publish HOSTPORT:JAILPORT and --net MODE are parsed, bad ones refused with a hint', () => {
+test('flags: --publish [HOSTIP:]HOSTPORT:JAILPORT and --net MODE are parsed, bad ones refused with a hint', () => {
   assert.equal(parsePublish('23322:22'), { hostPort: 23322, jailPort: 22, proto: 'tcp' });
   assert.equal(parsePublish('8080:80/tcp'), { hostPort: 8080, jailPort: 80, proto: 'tcp' });
-  for (const bad of ['23322', '0:22', '70000:22', '22:', 'a:b', '1:2:3', '53:53/udp', '']) refuses(() => parsePublish(bad), /publish/);
+  assert.equal(parsePublish('127.0.0.1:23322:22'), { hostIp: '127.0.0.1', hostPort: 23322, jailPort: 22, proto: 'tcp' });
+  assert.equal(parsePublish('0.0.0.0:23322:22'), { hostPort: 23322, jailPort: 22, proto: 'tcp' }, '0.0.0.0 is every interface, as without an address');
+  for (const bad of ['23322', '0:22', '70000:22', '22:', 'a:b', '1:2:3', '53:53/udp', '', ':1:2', '127.0.0.1:0:22', '127.0.0.1::22']) refuses(() => parsePublish(bad), /publish/);
+  refuses(() => parsePublish('10.231.0.300:23322:22'), /'10\.231\.0\.300' is not an IPv4 address/);
+  refuses(() => parsePublish('192.0.2.99:23322:22'), /192\.0\.2\.99 is not an address of this host/);
   assert.is(parseNetworkMode('bridge'), 'bridge');
   refuses(() => parseNetworkMode('bridged'), /unknown network mode 'bridged'/);
   assert.equal(networkNamespaces('none'), ['net']);
@@ -382,6 +379,15 @@ test('topology: the picture names the real pieces', () => {
     assert.ok(picture.includes(want), `missing ${want}:\n${picture}`);
   }
   assert.match(drawTopology({ jail: 'baj-x', pid: 7, mode: 'none', publish: [], hostLinks: [] }), /lo +127\.0\.0\.1\/8 +up/);
+  const local = drawTopology({
+    jail: 'baj-demo',
+    pid: 4242,
+    mode: 'bridge',
+    publish: [parsePublish('127.0.0.1:23322:22')],
+    hostLinks: [],
+    bridge: { name: BRIDGE, subnet: '10.231.0.0/24', gateway: GATEWAY, prefix: 24, ip: '10.231.0.2', hostVeth: 'bajh2', neighbours: [] },
+  });
+  assert.ok(local.includes("127.0.0.1:23322 -> 10.231.0.2:22  (from this host only: the launcher's proxy)"), local);
 });
 
 test("the hook refuses to wire up a process that shares the host's network namespace", async () => {
@@ -539,6 +545,40 @@ test('publish: the jail port answers on the host port, from 127.0.0.1 (proxy) an
   await fails(httpGet('127.0.0.1', 23399), 'with the jail gone, nothing listens on the host port');
 });
 
+/** What listens on a TCP port of the host, as ss prints it: 127.0.0.1:23393, 0.0.0.0:23393, *:23393 … */
+const listenersOn = (port: number): string[] => sh(`ss -Hltn 'sport = :${port}'`).stdout.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]!);
+
+test('publish 127.0.0.1:HOSTPORT:PORT: the port answers on 127.0.0.1 only, and its DNAT rule carries -d 127.0.0.1', async () => {
+  const [w, a, b] = await Promise.all([makeWorld(), startJail('lopub', ['--publish', '127.0.0.1:23393:8080'], httpd(8080)), startJail('peer', [], idle)]);
+  const ipA = addressOf((await execIn(a, 'ip -4 -o addr show dev eth0')).stdout)!;
+  assert.is(await waitFor("the published port, on the host's 127.0.0.1", () => httpGet('127.0.0.1', 23393)), GATEWAY, 'the launcher proxy answers on loopback');
+  assert.equal(listenersOn(23393), ['127.0.0.1:23393'], 'the proxy listens on 127.0.0.1 only');
+  await fails(httpGet(GATEWAY, 23393), `not on the host's bridge address ${GATEWAY}`);
+  await fails(httpGet(WORLD.host, 23393), `not on the host's address ${WORLD.host}, from the host`);
+  await fails(getFromWorld(w, `http://${WORLD.host}:23393/cgi-bin/who`), 'not from another namespace: no DNAT for that address');
+  await fails(execIn(b, `timeout 3 wget -qO- http://${GATEWAY}:23393/cgi-bin/who`), 'not from another jail');
+  const rule = sh('iptables -t nat -S PREROUTING').stdout.split('\n').find((l) => l.includes(`baj-${NAME}lopub-publish-23393`));
+  assert.ok(rule, 'a DNAT rule for the port');
+  assert.match(rule!, /-d 127\.0\.0\.1\/32 /);
+  assert.match(rule!, new RegExp(`--dport 23393 .*--to-destination ${ipA.replace(/\./g, '\\.')}:8080`));
+  assert.not.match(rule!, /addrtype/, 'one address, not every local one');
+  await stopJail(b);
+  await stopJail(a);
+  await fails(httpGet('127.0.0.1', 23393), 'with the jail gone, nothing listens on the host port');
+});
+
+test("publish HOSTIP:HOSTPORT:PORT on another host address (the test's own): DNAT and proxy there, nothing on 127.0.0.1", async () => {
+  const w = await makeWorld(); // WORLD.host, 198.51.100.1, is an address of this host that the test made
+  const a = await startJail('hostip', ['--publish', `${WORLD.host}:23392:8080`], httpd(8080));
+  assert.is(await waitFor(`the published port on ${WORLD.host}, from another namespace`, async () => (await getFromWorld(w, `http://${WORLD.host}:23392/cgi-bin/who`)).stdout.trim()), WORLD.addr, 'DNAT, with the real client address');
+  assert.is(await httpGet(WORLD.host, 23392), GATEWAY, 'from the host itself, to that address: the proxy');
+  assert.equal(listenersOn(23392), [`${WORLD.host}:23392`], `the proxy listens on ${WORLD.host} only`);
+  await fails(httpGet('127.0.0.1', 23392), 'not on 127.0.0.1');
+  await fails(httpGet(GATEWAY, 23392), `not on ${GATEWAY}`);
+  assert.match(sh('iptables -t nat -S PREROUTING').stdout, new RegExp(`-d ${WORLD.host.replace(/\./g, '\\.')}/32 .*--dport 23392 .*--comment baj-${NAME}hostip-publish-23392 `));
+  await stopJail(a);
+});
+
 // ---------------------------------------------------------------------------
 // Bad input: a clear message, nothing half-made
 
@@ -551,7 +591,7 @@ test('bad input is refused with a clear message and leaves nothing behind', asyn
   await makeWorld();
   try {
     // independent of each other: run side by side
-    const [outside, mode, format, hostPublish, noneIp, twice, loopback, wildcard, overlap] = await Promise.all([
+    const [outside, mode, format, hostPublish, noneIp, twice, loopback, wildcard, overlap, notHostIp, notIPv4] = await Promise.all([
       jail(['--ip', '10.232.0.9']),
       jail(['--net', 'bridged']),
       jail(['--publish', '23398']),
@@ -561,6 +601,8 @@ test('bad input is refused with a clear message and leaves nothing behind', asyn
       jail(['--publish', '23398:8080']),
       jail(['--publish', '23397:8080']),
       jail([], { JAIL_SUBNET: '198.51.100.0/25' }),
+      jail(['--publish', '192.0.2.99:23390:8080']),
+      jail(['--publish', '127.0.0.256:23390:8080']),
     ]);
     assertRefused(outside!, /10\.232\.0\.9 is outside the jail subnet 10\.231\.0\.0\/24/);
     assertRefused(mode!, /unknown network mode 'bridged'/);
@@ -571,6 +613,8 @@ test('bad input is refused with a clear message and leaves nothing behind', asyn
     assertRefused(loopback!, /host port 23398 is already taken/);
     assertRefused(wildcard!, /host port 23397 is already taken/);
     assertRefused(overlap!, /overlaps the host's route to 198\.51\.100\.0\/24/);
+    assertRefused(notHostIp!, /--publish '192\.0\.2\.99:23390:8080': 192\.0\.2\.99 is not an address of this host/);
+    assertRefused(notIPv4!, /'127\.0\.0\.256' is not an IPv4 address/);
   } finally {
     for (const s of taken) await new Promise((r) => s.close(r));
     await removeWorld();
