@@ -8,7 +8,7 @@
 //   jail->jail   two bridged jails: veth, bridge, veth
 //   proxy        the host's 127.0.0.1 to a published port: the launcher's userland proxy, then the bridge
 //
-// The jails are real (lib/run-step.ts 5). The sender and the receiver are a
+// The jails are real (bin/step.mjs 5). The sender and the receiver are a
 // few lines of Node run in a jail's network namespace with `nsenter -n`: the
 // busybox rootfs has no Node, and only the network namespace decides which
 // path a packet takes. Traffic stays on this machine: loopback and the
@@ -22,6 +22,7 @@ import { JailError, runMain } from '../lib/errors.ts';
 import { requireRoot } from '../lib/preflight.ts';
 import { requireRootfs } from '../steps/01-rootfs/rootfs.ts';
 import { BRIDGE, jailSubnet } from '../steps/05-network-bridge/addresses.ts';
+import { median } from './measure.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const flags = {
@@ -107,7 +108,7 @@ function childrenOf(pid: number): number[] {
 
 /** A jail that only holds its network; setpriv --pdeathsig: if this bench dies, the launcher is told to stop and clean up. */
 async function startJail(name: string, args: string[]): Promise<Jail> {
-  const launcher = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, '--import', 'tsx', 'lib/run-step.ts', '5', '--name', name, ...args, '--', 'sh', '-c', 'ip -4 -o addr show dev eth0 2>/dev/null; echo ready; exec sleep 3600'], {
+  const launcher = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, 'bin/step.mjs', '5', '--name', name, ...args, '--', 'sh', '-c', 'ip -4 -o addr show dev eth0 2>/dev/null; echo ready; exec sleep 3600'], {
     cwd: repo,
     env: { ...process.env, JAIL_QUIET: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -141,11 +142,6 @@ async function transfer(pid: number | undefined, host: string, port: number, mb:
   if (bytes !== mb * 1e6) throw new Error(`${host}:${port} received ${bytes} of ${mb * 1e6} bytes`);
   return bytes / 1e6 / (ms / 1000); // MB/s
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function stopAll(): Promise<void> {
   const exits = [...children].map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))));

@@ -1,7 +1,9 @@
 // The libc calls the lesson's Go code makes through package syscall
 // (syscall.Mount, syscall.PivotRoot, syscall.Sethostname …), reached from
-// TypeScript through the koffi FFI. Only code that already runs inside the
-// jail's namespaces uses these; the host side uses the ordinary tools.
+// TypeScript through the koffi FFI. Mostly code that already runs inside the
+// jail's namespaces uses these (the host side uses the ordinary tools), but
+// for a few calls no tool exists: flock for the network's leases,
+// renameat2 for step 01's atomic swap.
 import koffi from 'koffi';
 import { constants } from 'node:os';
 
