@@ -5,11 +5,11 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { rootfsDir } from '../lib/state.ts';
+import { median } from './measure.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const runs = Number(process.env.BENCH_RUNS ?? 5);
 const rootfs = rootfsDir('busybox');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const loops = {
   cpu: "awk 'BEGIN { for (i = 0; i < 3000000; i++) s += i * i }'",
@@ -29,7 +29,7 @@ function onHost(script: string): number {
 }
 
 function inJail(script: string): number {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'lib/run-step.ts', '6', '--cpus', '2', '--memory', '1G', '--pids', '256', '--', '/bin/sh', '-c', `time ${script}`], { cwd: repo, encoding: 'utf8', env: { ...process.env, JAIL_QUIET: '1' } });
+  const r = spawnSync(process.execPath, ['bin/step.mjs', '6', '--cpus', '2', '--memory', '1G', '--pids', '256', '--', '/bin/sh', '-c', `time ${script}`], { cwd: repo, encoding: 'utf8', env: { ...process.env, JAIL_QUIET: '1' } });
   if (r.status !== 0) throw new Error(`jail failed: ${r.stderr}`);
   return realSeconds(r.stderr);
 }

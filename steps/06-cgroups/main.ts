@@ -1,4 +1,4 @@
-// npm run step 6 -- [--cpus N] [--cpuset LIST] [--memory SIZE] [--pids N] [--io-read-bps DEV:RATE] [--io-write-bps DEV:RATE] [network flags] -- CMD
+// npm run step 6 -- [--cpus N] [--cpuset LIST] [--memory SIZE] [--pids N] [--io-read-bps DEV:RATE] [--io-write-bps DEV:RATE] [--device PATH] [network flags] -- CMD
 import { checkHostname, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
 import { statSync } from 'node:fs';
 import { JailError, runMain } from '../../lib/errors.ts';
@@ -7,16 +7,18 @@ import { cgroupMode, requireRoot } from '../../lib/preflight.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
 import { initPath, pivotSpec } from '../04-pivot-root/jail.ts';
+import { networkChoice, networkFlags, withNetwork } from '../05-network-bridge/modes.ts';
 import { networkHook } from '../05-network-bridge/network.ts';
-import { networkChoice, networkFlags, showTopology, withNetwork } from '../05-network-bridge/main.ts';
-import { cgroupFlags, cgroupHook, limitsFromFlags } from './cgroups.ts';
+import { showTopology } from '../05-network-bridge/topology.ts';
+import { cgroupHook } from './cgroups.ts';
+import { cgroupFlags, limitsFromFlags } from './flags.ts';
 
 const flags = {
   ...jailFlags,
   ...cgroupFlags,
   device: { type: 'list', value: 'PATH', help: "a host block or character device to put in the jail's /dev (docker run --device), e.g. to test --io-write-bps" },
   ...networkFlags,
-  net: { ...networkFlags.net, default: 'none' },
+  net: { ...networkFlags.net, default: 'none', help: "none (only lo; the default), host (the host's network) or bridge (an address of its own on baj0)" },
 } as const;
 
 /** Only device nodes: --device /etc/passwd would be a bind mount in disguise. */
@@ -35,7 +37,7 @@ function checkDevices(paths: string[]): string[] {
 await runMain(async () => {
   const args = parseArgs(process.argv.slice(2), flags);
   if (args.help) {
-    console.log(usage('Step 06: cgroups — ration CPU, memory, processes and disk speed, and prove it from inside.', 'npm run step 6 -- [--cpus N] [--cpuset LIST] [--memory SIZE] [--pids N] [--io-read-bps DEV:RATE] [--io-write-bps DEV:RATE] [--device PATH] [--net none|host|bridge] [-- CMD ARGS…]', flags));
+    console.log(usage('Step 06: cgroups — ration CPU, memory, processes and disk speed, and prove it from inside.', 'npm run step 6 -- [--cpus N] [--cpuset LIST] [--memory SIZE] [--pids N] [--io-read-bps DEV:RATE] [--io-write-bps DEV:RATE] [--device PATH] [--net none|host|bridge] [--ip ADDR] [--publish HOST:JAIL]… [--name NAME] [-- CMD ARGS…]', flags));
     return 0;
   }
   requireRoot();
