@@ -2,7 +2,7 @@
 //   npm run step 4 -- --rootfs DIR --hostname hello -- sh -c 'echo hi'
 // npm passes everything after its own `--` through untouched, so a step sees
 // `--rootfs DIR --hostname hello -- sh -c …`.
-import { JailError } from './errors.ts';
+import { JailError, runMain } from './errors.ts';
 import { rootfsDir } from './state.ts';
 
 export type FlagSpec =
@@ -92,4 +92,21 @@ export function checkHostname(name: string): string {
 
 export function rootfsOrDefault(rootfs: string | undefined): string {
   return rootfs ?? rootfsDir('busybox');
+}
+
+/**
+ * A step's whole entry (its main.ts): parse the flags, answer --help, then
+ * run `body`, whose number is the exit status; a JailError becomes one
+ * sentence and a hint (runMain).
+ */
+export function stepEntry<S extends FlagSpecs>(title: string, synopsis: string, specs: S, body: (args: ParsedArgs<S>, argv: string[]) => Promise<number | void>): Promise<never> {
+  return runMain(async () => {
+    const argv = process.argv.slice(2);
+    const args = parseArgs(argv, specs);
+    if (args.help) {
+      console.log(usage(title, synopsis, specs));
+      return 0;
+    }
+    return body(args, argv);
+  });
 }

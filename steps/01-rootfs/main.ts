@@ -1,6 +1,5 @@
 // npm run step 1 [-- --debian [--suite S] [--mirror URL]] [--dest DIR]
-import { parseArgs, usage } from '../../lib/cli.ts';
-import { runMain } from '../../lib/errors.ts';
+import { stepEntry } from '../../lib/cli.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { rootfsDir } from '../../lib/state.ts';
@@ -13,12 +12,7 @@ const flags = {
   dest: { type: 'string', value: 'DIR', help: 'where to build (default: $JAIL_HOME/rootfs/busybox or …/debian)' },
 } as const;
 
-await runMain(async () => {
-  const args = parseArgs(process.argv.slice(2), flags);
-  if (args.help) {
-    console.log(usage('Step 01: build a root filesystem — the cell of the prison.', 'npm run step 1 -- [--debian [--suite S] [--mirror URL]] [--dest DIR]', flags));
-    return 0;
-  }
+await stepEntry('Step 01: build a root filesystem — the cell of the prison.', 'npm run step 1 -- [--debian [--suite S] [--mirror URL]] [--dest DIR]', flags, async (args) => {
   requireRoot('building a rootfs');
   const { debian, suite, mirror, dest } = args.flags;
   const dir = dest ?? rootfsDir(debian ? 'debian' : 'busybox');

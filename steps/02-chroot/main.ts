@@ -1,6 +1,6 @@
 // npm run step 2 [-- --rootfs DIR] [--weaknesses] [--escape] [-- CMD…]
-import { jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
-import { JailError, runMain } from '../../lib/errors.ts';
+import { jailFlags, rootfsOrDefault, stepEntry } from '../../lib/cli.ts';
+import { JailError } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
@@ -12,12 +12,7 @@ const flags = {
   escape: { type: 'boolean', help: 'show a root process walking out of the chroot' },
 } as const;
 
-await runMain(async () => {
-  const args = parseArgs(process.argv.slice(2), flags);
-  if (args.help) {
-    console.log(usage('Step 02: chroot — lock a process into the rootfs, and see what that does not do.', 'npm run step 2 -- [--rootfs DIR] [--weaknesses] [--escape] [-- CMD ARGS…]', flags));
-    return 0;
-  }
+await stepEntry('Step 02: chroot — lock a process into the rootfs, and see what that does not do.', 'npm run step 2 -- [--rootfs DIR] [--weaknesses] [--escape] [-- CMD ARGS…]', flags, async (args) => {
   requireRoot('chroot');
   const rootfs = requireRootfs(rootfsOrDefault(args.flags.rootfs));
   const { weaknesses, escape } = args.flags;

@@ -1,6 +1,5 @@
 // npm run step 3 -- [--uts] [--pid] [--mount] [--net] [--ipc] [--user] [--all] [--rootfs DIR] [--hostname NAME] -- CMD
-import { checkHostname, defaultCommand, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
-import { runMain } from '../../lib/errors.ts';
+import { checkHostname, defaultCommand, jailFlags, rootfsOrDefault, stepEntry } from '../../lib/cli.ts';
 import { explain, heading } from '../../lib/output.ts';
 import { repoPath } from '../../lib/paths.ts';
 import { isRoot, requireRoot } from '../../lib/preflight.ts';
@@ -16,12 +15,7 @@ const flags = {
   all: { type: 'boolean', help: "all of them: the lesson's clone() call" },
 } as const;
 
-await runMain(async () => {
-  const args = parseArgs(process.argv.slice(2), flags);
-  if (args.help) {
-    console.log(usage('Step 03: namespaces — one clone() flag at a time.', 'npm run step 3 -- [--uts] [--pid] [--mount] [--net] [--ipc] [--user] [--all] [--rootfs DIR] [--hostname NAME] [-- CMD ARGS…]', flags));
-    return 0;
-  }
+await stepEntry('Step 03: namespaces — one clone() flag at a time.', 'npm run step 3 -- [--uts] [--pid] [--mount] [--net] [--ipc] [--user] [--all] [--rootfs DIR] [--hostname NAME] [-- CMD ARGS…]', flags, async (args) => {
   const namespaces = ALL_NAMESPACES.filter((n) => args.flags.all || args.flags[n]);
   // without root, only a user namespace can give the capabilities the others need: a rootless jail
   if (!isRoot()) {

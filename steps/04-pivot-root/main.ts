@@ -1,6 +1,6 @@
 // npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [--try-escape] -- CMD
-import { checkHostname, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
-import { JailError, runMain } from '../../lib/errors.ts';
+import { checkHostname, jailFlags, rootfsOrDefault, stepEntry } from '../../lib/cli.ts';
+import { JailError } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { rootfsDir } from '../../lib/state.ts';
@@ -10,12 +10,7 @@ import { initPath, pivotFlags, pivotSpec } from './jail.ts';
 
 const flags = { ...jailFlags, ...pivotFlags } as const;
 
-await runMain(async () => {
-  const args = parseArgs(process.argv.slice(2), flags);
-  if (args.help) {
-    console.log(usage('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags));
-    return 0;
-  }
+await stepEntry('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags, async (args) => {
   requireRoot();
   if (args.flags.debian && args.flags.rootfs) throw new JailError('give --rootfs or --debian, not both', undefined, 2);
   const rootfs = requireRootfs(args.flags.debian ? rootfsDir('debian') : rootfsOrDefault(args.flags.rootfs));

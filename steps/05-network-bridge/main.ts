@@ -1,6 +1,5 @@
 // npm run step 5 -- [--net none|host|bridge] [--ip ADDR] [--publish [IP:]HOST:JAIL]… [--name NAME] -- CMD
-import { checkHostname, jailFlags, parseArgs, rootfsOrDefault, usage } from '../../lib/cli.ts';
-import { runMain } from '../../lib/errors.ts';
+import { checkHostname, jailFlags, rootfsOrDefault, stepEntry } from '../../lib/cli.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
 import { launchJail } from '../03-namespaces/launcher.ts';
@@ -11,12 +10,7 @@ import { showTopology } from './topology.ts';
 
 const flags = { ...jailFlags, ...networkFlags } as const;
 
-await runMain(async () => {
-  const args = parseArgs(process.argv.slice(2), flags);
-  if (args.help) {
-    console.log(usage("Step 05: the visiting room — none, host and bridge networking with veth pairs.", 'npm run step 5 -- [--net none|host|bridge] [--ip ADDR] [--publish [IP:]HOST:JAIL]… [--name NAME] [-- CMD ARGS…]', flags));
-    return 0;
-  }
+await stepEntry("Step 05: the visiting room — none, host and bridge networking with veth pairs.", 'npm run step 5 -- [--net none|host|bridge] [--ip ADDR] [--publish [IP:]HOST:JAIL]… [--name NAME] [-- CMD ARGS…]', flags, async (args) => {
   requireRoot();
   const choice = networkChoice(args.flags);
   const rootfs = requireRootfs(rootfsOrDefault(args.flags.rootfs));

@@ -168,3 +168,21 @@ export function limitsFromFlags(flags: LimitFlags): Limits {
   if (flags['io-write-bps']?.length) limits.ioWriteBps = flags['io-write-bps'].map((f) => parseDeviceRate(f, '--io-write-bps'));
   return limits;
 }
+
+/** docker run --device: a host device node in the jail's /dev. */
+export const deviceFlag = {
+  device: { type: 'list', value: 'PATH', help: "a host block or character device to put in the jail's /dev (docker run --device), e.g. to test --io-write-bps" },
+} as const satisfies FlagSpecs;
+
+/** Only device nodes: --device /etc/passwd would be a bind mount in disguise. */
+export function checkDevices(paths: string[]): string[] {
+  for (const p of paths) {
+    let ok = false;
+    try {
+      const st = statSync(p);
+      ok = st.isBlockDevice() || st.isCharacterDevice();
+    } catch {}
+    if (!ok) throw new JailError(`--device ${p}: not a device node on this host`, 'e.g. --device /dev/loop0 (see losetup --find --show FILE)', 2);
+  }
+  return paths;
+}
