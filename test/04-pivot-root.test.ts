@@ -169,4 +169,23 @@ test('bad input: missing rootfs, bad hostname, --rootfs with --debian', async ()
   assert.is(both.code, 2);
 });
 
+test('works from a checkout whose path has spaces and non-ASCII characters', async () => {
+  // a copy of the sources, as `git clone` would make them, in ~/My Projects/监狱 of sorts
+  const dir = join(mkdtempSync('/tmp/baj-path test-'), 'My Projects', '监狱 jail');
+  try {
+    sh(`mkdir -p "${dir}" && cp -r ${repo}/bin ${repo}/lib ${repo}/steps ${repo}/package.json "${dir}/" && ln -s ${repo}/node_modules "${dir}/node_modules"`);
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(dir, 'bin/step.mjs'), '4', '--hostname', 'spaced', '--', 'sh', '-c', 'hostname; echo pid $$'], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    assert.is(r.code, 0, r.out);
+    assert.match(r.out, /^spaced\npid \d+\n$/m);
+  } finally {
+    rmSync(join(dir, '../..'), { recursive: true, force: true });
+  }
+});
+
 test.run();
