@@ -2,7 +2,7 @@
 // half-made tree (ROOTFS.building-PID) beside the rootfs it was to replace.
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { jailHome } from '../../lib/state.ts';
+import { isAlive, jailHome } from '../../lib/state.ts';
 
 export async function clean(): Promise<string[]> {
   const dir = join(jailHome(), 'rootfs');
@@ -12,7 +12,8 @@ export async function clean(): Promise<string[]> {
   } catch {
     return [];
   }
-  const partial = entries.filter((e) => e.includes('.building-')).map((e) => join(dir, e));
+  // ROOTFS.building-PID: left alone while PID still builds it
+  const partial = entries.filter((e) => /\.building-\d+$/.test(e) && !isAlive(Number(e.split('.building-')[1]))).map((e) => join(dir, e));
   for (const p of partial) rmSync(p, { recursive: true, force: true });
   return partial.map((p) => `removed the half-built ${p}`);
 }

@@ -1,5 +1,6 @@
 // npm run step 1 [-- --debian [--suite S] [--mirror URL]] [--dest DIR]
 import { stepEntry } from '../../lib/cli.ts';
+import { JailError } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { rootfsDir } from '../../lib/state.ts';
@@ -13,6 +14,7 @@ const flags = {
 } as const;
 
 await stepEntry('Step 01: build a root filesystem — the cell of the prison.', 'npm run step 1 -- [--debian [--suite S] [--mirror URL]] [--dest DIR]', flags, async (args) => {
+  if (args.command.length) throw new JailError(`step 1 builds a rootfs and runs no command (got: ${args.command.join(' ')})`, 'flags go before any --, e.g. npm run step 1 -- --debian', 2);
   requireRoot('building a rootfs');
   const { debian, suite, mirror, dest } = args.flags;
   const dir = dest ?? rootfsDir(debian ? 'debian' : 'busybox');

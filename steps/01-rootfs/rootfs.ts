@@ -83,7 +83,7 @@ export async function buildBusyboxRootfs(dest: string): Promise<void> {
   explain('A root filesystem is just a directory tree with the files programs expect at /.');
   showCommand(`mkdir -p ${ROOTFS_DIRS.join(' ')}`);
   showCommand(`cp ${busybox} bin/busybox`);
-  explain('busybox is one static binary that is ~400 tools; each tool is a link to it.');
+  explain(`busybox is one static binary that is ${busyboxApplets(busybox).length} tools; each tool is a link to it.`);
   explain('Careful: `busybox --install -s bin` would link to the HOST path of busybox;');
   explain('inside the jail the links must point to /bin/busybox, the copy in the rootfs.');
   showCommand('for app in $(bin/busybox --list-full); do ln -s /bin/busybox $app; done');

@@ -8,13 +8,13 @@ import { statusOf } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { repoPath } from '../../lib/paths.ts';
 import { requireTools } from '../../lib/preflight.ts';
-import { run } from '../../lib/sh.ts';
+import { run, shellQuote } from '../../lib/sh.ts';
 import { jailEnv } from '../../lib/spec.ts';
 
 /** Runs argv inside rootfs with chroot; resolves to its exit status (128+signal when killed). */
 export async function runChrooted(rootfs: string, argv: string[]): Promise<number> {
   requireTools('chroot');
-  showCommand(`chroot ${rootfs} ${argv.join(' ')}`);
+  showCommand(shellQuote(['chroot', rootfs, ...argv]));
   const child = spawn('chroot', [rootfs, ...argv], { stdio: 'inherit', env: jailEnv() });
   // the terminal's Ctrl-C reaches the child too; we only wait for it
   return withSignals(
@@ -25,7 +25,7 @@ export async function runChrooted(rootfs: string, argv: string[]): Promise<numbe
 
 /** Output of a shell snippet run inside the chroot. */
 async function inside(rootfs: string, script: string): Promise<string> {
-  showCommand(`chroot ${rootfs} /bin/sh -c '${script}'`);
+  showCommand(shellQuote(['chroot', rootfs, '/bin/sh', '-c', script]));
   return run(['chroot', rootfs, '/bin/sh', '-c', script]);
 }
 
