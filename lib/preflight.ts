@@ -36,6 +36,7 @@ export const toolPackages: Record<string, string> = {
   ssh: 'openssh-client',
   'ssh-keygen': 'openssh-client',
   ps: 'procps',
+  capsh: 'libcap2-bin',
 };
 
 export function which(tool: string): string | undefined {
@@ -118,6 +119,19 @@ function kernelConfig(): Map<string, string> {
   return config;
 }
 
+/** The dynamic loader's usual directories, with this architecture's Debian multiarch ones. */
+function libraryDirs(): string[] {
+  const multiarch = ({ x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', riscv64: 'riscv64-linux-gnu' } as Record<string, string>)[process.arch];
+  const dirs = ['/lib', '/usr/lib', '/lib64', '/usr/lib64', '/usr/local/lib'];
+  return multiarch ? [`/lib/${multiarch}`, `/usr/lib/${multiarch}`, ...dirs] : dirs;
+}
+
+/** A shared library a step loads through koffi (dlopen), e.g. step 08's libseccomp.so.2 from Debian's libseccomp2. */
+export function libraryCheck(soname: string, pkg: string): Check {
+  const found = soname.includes('/') ? (existsSync(soname) ? soname : undefined) : libraryDirs().map((d) => join(d, soname)).find((p) => existsSync(p));
+  return { name: `library ${soname}`, ok: !!found, detail: found, fix: `install it: sudo apt-get install ${pkg} (or run sudo vagrant/provision.sh)` };
+}
+
 /** Stops with the fix line of the first failing check. */
 export function requireChecks(...checks: Check[]): void {
   for (const c of checks) {
@@ -142,5 +156,6 @@ export function allChecks(): Check[] {
     kernelFeatureCheck('bridges', 'CONFIG_BRIDGE', 'bridge'),
     kernelFeatureCheck('overlayfs', 'CONFIG_OVERLAY_FS', 'overlay'),
     ...Object.keys(toolPackages).map(toolCheck),
+    libraryCheck('libseccomp.so.2', 'libseccomp2'),
   ];
 }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
+import { jailIdRanges } from '../steps/03-namespaces/idrange.ts';
 import { jailSuite, hostState, repo, runStep, sh, waitFor } from './helpers.ts';
 
 const test = jailSuite('step 04: pivot_root and the god process');
@@ -153,9 +154,11 @@ test('the same jail runs on the Debian rootfs', async () => {
   assert.match(r.stdout, /^\d+\.\d+\n\s*1 node\n$/);
 });
 
-test('with --user, root inside is uid 100000 outside and the jail still starts', async () => {
+test("with --user, root inside is a free range's first uid outside (not useradd's 100000) and the jail still starts", async () => {
+  const { uid } = jailIdRanges();
+  assert.ok(uid.base > 600_100_000 || sh('grep -q "^root:" /etc/subuid').code === 0, `${uid.base}: above every range useradd hands out, or root's own`);
   const r = await runStep(4, ['--user', '--', 'sh', '-c', 'id -u; cat /proc/self/uid_map; touch /bin/x || echo denied'], { env });
-  assert.equal(r.stdout.trim().split('\n').map((l) => l.trim().replace(/\s+/g, ' ')), ['0', '0 100000 65536', 'denied']);
+  assert.equal(r.stdout.trim().split('\n').map((l) => l.trim().replace(/\s+/g, ' ')), ['0', `0 ${uid.base} ${uid.count}`, 'denied']);
 });
 
 test('bad input: missing rootfs, bad hostname, --rootfs with --debian', async () => {

@@ -18,12 +18,15 @@ fi
 #   util-linux (unshare nsenter setpriv script) procps psmisc   steps 02-04
 #   iproute2 iptables nftables iputils-ping   step 05: bridge, veth, NAT
 #   openssh-client                    step 07: log in to the jail
+#   libseccomp2 libcap2-bin           step 08: libseccomp.so.2 builds the seccomp filter (through koffi);
+#                                     capsh --decode reads the capability masks in /proc/PID/status
 #   bubblewrap runc hyperfine         bench/: the tools a learner could use instead
 #   qemu-system-x86 cpio kmod         npm run test:vm: a pure cgroup v2 kernel for step 06's tests
 packages=(
   busybox-static debootstrap util-linux procps psmisc
   iproute2 iptables nftables iputils-ping
   openssh-client ca-certificates curl xz-utils
+  libseccomp2 libcap2-bin
   bubblewrap runc hyperfine
   qemu-system-x86 cpio kmod
 )

@@ -13,6 +13,7 @@ import { explain, heading, showCommand } from '../../lib/output.ts';
 import { shellQuote } from '../../lib/sh.ts';
 import { isRoot, requireTools } from '../../lib/preflight.ts';
 import type { JailHook, JailSpec } from '../../lib/spec.ts';
+import { jailIdRanges, type IdRanges } from './idrange.ts';
 import { cloneFlags, idMap, unshareArgs } from './namespaces.ts';
 
 export interface LaunchOptions {
@@ -23,6 +24,8 @@ export interface LaunchOptions {
   onStarted?: (initPid: number) => void;
   /** Lines the init sends after "go" other than "error …" (e.g. step 08's lab results). */
   onMessage?: (line: string) => void;
+  /** With a user namespace and a root launcher: the host IDs root inside maps to (default: jailIdRanges()). */
+  idRanges?: IdRanges;
 }
 
 /**
@@ -97,7 +100,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     }
     initPid = Number(first.value.slice(4));
     try {
-      if (spec.namespaces.includes('user')) writeIdMaps(initPid);
+      if (spec.namespaces.includes('user')) writeIdMaps(initPid, opts.idRanges);
       for (const hook of hooks) {
         await hook.attach?.(spec, initPid, cleanup);
         if (stopping) throw interrupted();
@@ -135,19 +138,22 @@ function equivalentCommand(spec: JailSpec, unshare: string[]): string {
 }
 
 /** Root inside, someone unprivileged outside. Written once, from outside, before the init goes on. */
-function writeIdMaps(pid: number): void {
+function writeIdMaps(pid: number, given?: IdRanges): void {
   const uid = process.getuid!();
   const gid = process.getgid!();
-  explain(`user namespace: root inside is ${isRoot() ? `uid ${idMap(uid, true).split(' ')[1]}` : `you (uid ${uid})`} outside`);
+  const ranges = given ?? (isRoot() ? jailIdRanges() : { uid: { base: uid, count: 1 }, gid: { base: gid, count: 1 }, source: 'you' });
+  const uidMap = idMap(uid, isRoot(), ranges.uid);
+  const gidMap = idMap(gid, isRoot(), ranges.gid);
+  explain(`user namespace: root inside is ${isRoot() ? `uid ${uidMap.split(' ')[1]}` : `you (uid ${uid})`} outside`);
   if (!isRoot()) {
     // an unprivileged writer must give up setgroups(2) first, or it could drop supplementary groups used as denials
     showCommand(`echo deny > /proc/${pid}/setgroups`);
     writeFileSync(`/proc/${pid}/setgroups`, 'deny');
   }
-  showCommand(`echo '${idMap(uid, isRoot()).trim()}' > /proc/${pid}/uid_map`);
-  writeFileSync(`/proc/${pid}/uid_map`, idMap(uid, isRoot()));
-  showCommand(`echo '${idMap(gid, isRoot()).trim()}' > /proc/${pid}/gid_map`);
-  writeFileSync(`/proc/${pid}/gid_map`, idMap(gid, isRoot()));
+  showCommand(`echo '${uidMap.trim()}' > /proc/${pid}/uid_map`);
+  writeFileSync(`/proc/${pid}/uid_map`, uidMap);
+  showCommand(`echo '${gidMap.trim()}' > /proc/${pid}/gid_map`);
+  writeFileSync(`/proc/${pid}/gid_map`, gidMap);
 }
 
 function hintFor(code: string | undefined): string | undefined {

@@ -5,6 +5,7 @@
 // lets the runtime fork+exec.) So we ask util-linux `unshare --fork` to make
 // the call and start our init in the new namespaces.
 import type { Namespace } from '../../lib/spec.ts';
+import type { IdRange } from './idrange.ts';
 
 export interface NamespaceInfo {
   flag: string;
@@ -35,11 +36,11 @@ export function unshareArgs(ns: Namespace[]): string[] {
 }
 
 /**
- * The user namespace's ID maps, written by the launcher from outside
- * (/proc/PID/uid_map). Root on the host maps root inside to an unprivileged
- * range far from real users; a normal user can map only itself.
+ * One line of uid_map or gid_map, "ID-inside ID-outside count", written by
+ * the launcher from outside (/proc/PID/uid_map). Root on the host maps the
+ * jail's 0…65535 to a range that is nobody's (idrange.ts); a normal user can
+ * map only itself.
  */
-export const SUBORDINATE_BASE = 100000;
-export function idMap(hostId: number, isRoot: boolean): string {
-  return isRoot ? `0 ${SUBORDINATE_BASE} 65536\n` : `0 ${hostId} 1\n`;
+export function idMap(hostId: number, isRoot: boolean, range: IdRange): string {
+  return isRoot ? `0 ${range.base} ${range.count}\n` : `0 ${hostId} 1\n`;
 }

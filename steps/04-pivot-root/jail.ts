@@ -13,7 +13,7 @@ export const initPath = repoPath('steps/04-pivot-root/init.ts');
 /** Step 04's own flags, beside jailFlags (--rootfs, --hostname). */
 export const pivotFlags = {
   debian: { type: 'boolean', help: 'use the Debian rootfs of step 1 (--debian)' },
-  user: { type: 'boolean', help: 'add a user namespace: root inside is uid 100000 outside' },
+  user: { type: 'boolean', help: 'add a user namespace: root inside is an unprivileged uid outside (from /etc/subuid, or a free range)' },
   'try-escape': { type: 'boolean', help: "let PID 1 try step 02's escape after pivot_root, and show where it lands" },
 } as const satisfies FlagSpecs;
 

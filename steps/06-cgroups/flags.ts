@@ -95,7 +95,7 @@ export function parseDeviceRate(text: string, flag = '--io-write-bps'): DeviceRa
 }
 
 /** glibc's major()/minor(): a dev_t keeps 12+20 bits of major and 8+24 of minor, interleaved. */
-function majorMinor(rdev: bigint): string {
+export function majorMinor(rdev: bigint): string {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
   return `${major}:${minor}`;
@@ -185,4 +185,10 @@ export function checkDevices(paths: string[]): string[] {
     if (!ok) throw new JailError(`--device ${p}: not a device node on this host`, 'e.g. --device /dev/loop0 (see losetup --find --show FILE)', 2);
   }
   return paths;
+}
+
+/** The v1 device-cgroup rule that lets a jail open a device given with --device: 'b 7:0 rwm' for /dev/loop0. */
+export function deviceRule(path: string): string {
+  const st = statSync(path, { bigint: true });
+  return `${st.isBlockDevice() ? 'b' : 'c'} ${majorMinor(st.rdev)} rwm`;
 }

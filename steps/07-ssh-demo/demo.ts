@@ -142,6 +142,8 @@ export interface SshDemoOptions {
   argv: string[];
   /** How the jail is started; step 07's default is step 03's launcher with step 04's init. */
   launch?: (spec: JailSpec, opts: { hooks: JailHook[]; onStarted: (initPid: number) => void }) => Promise<number>;
+  /** v1 device-cgroup rules for the jail (step 08 passes its minimal list). */
+  devices?: readonly string[];
 }
 
 /** The whole demo: --stop, --detach, or the jail in the foreground. Resolves to the exit status. */
@@ -172,7 +174,7 @@ export async function runSshDemo(f: SshDemoFlags, command: string[], opts: SshDe
   const net = networkHook(choice);
   const launch = opts.launch ?? ((s, o) => launchJail(s, { init: initPath, ...o }));
   const status = await launch(spec, {
-    hooks: [net, cgroupHook(limits)],
+    hooks: [net, cgroupHook(opts.devices ? { ...limits, devices: opts.devices } : limits)],
     onStarted: (pid) => {
       showTopology(net);
       heading(`The jail is up: its PID 1 is host pid ${pid}`);

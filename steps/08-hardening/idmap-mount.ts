@@ -1,0 +1,73 @@
+// Step 08: an idmapped mount, made by host root inside the jail's mount
+// namespace. The launcher runs this small program as
+//   nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs ROOTFS /proc/PID/ns/user
+// because only root of the initial user namespace may idmap an ext4 mount,
+// and Node cannot setns(2) itself into another mount namespace (it has
+// threads). Three calls of the new mount API (Linux 5.12+):
+//   open_tree(ROOTFS, OPEN_TREE_CLONE|AT_RECURSIVE)   a detached copy of the mount tree
+//   mount_setattr(tree, MOUNT_ATTR_IDMAP, userns)      ids through it are translated by the jail's uid_map
+//   move_mount(tree -> ROOTFS)                         attached where the init expects its rootfs
+// Prints one line of JSON: {"ok":true} or {"call":…,"code":…}.
+import koffi from 'koffi';
+import { closeSync, openSync } from 'node:fs';
+import { mount, MS_PRIVATE, MS_REC, SyscallError } from '../../lib/libc.ts';
+
+const libc = koffi.load('libc.so.6');
+const _syscall = libc.func('long syscall(long number, ...)');
+
+// The new mount API has the same numbers on every architecture of the
+// unified syscall table (x86_64, arm64, riscv64 …): no per-arch table.
+const SYS_open_tree = 428;
+const SYS_move_mount = 429;
+const SYS_mount_setattr = 442;
+
+const AT_FDCWD = -100;
+const AT_EMPTY_PATH = 0x1000;
+const AT_RECURSIVE = 0x8000;
+const OPEN_TREE_CLONE = 1;
+const OPEN_TREE_CLOEXEC = 0o2000000;
+const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+const MOUNT_ATTR_IDMAP = 0x00100000;
+
+function call(what: string, ret: number | bigint): number {
+  if (Number(ret) < 0) throw new SyscallError(what, koffi.errno());
+  return Number(ret);
+}
+
+function openTree(path: string): number {
+  return call('open_tree', _syscall(SYS_open_tree, 'int', AT_FDCWD, 'const char *', path, 'unsigned int', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+}
+
+/** struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }: an idmap is set once, on a detached mount. */
+function idmapTree(tree: number, usernsFd: number): void {
+  const attr = Buffer.alloc(32);
+  attr.writeBigUInt64LE(BigInt(MOUNT_ATTR_IDMAP), 0);
+  attr.writeBigUInt64LE(BigInt(usernsFd), 24);
+  call('mount_setattr', _syscall(SYS_mount_setattr, 'int', tree, 'const char *', '', 'unsigned int', AT_EMPTY_PATH | AT_RECURSIVE, 'void *', attr, 'size_t', attr.length));
+}
+
+function moveMount(tree: number, target: string): void {
+  call('move_mount', _syscall(SYS_move_mount, 'int', tree, 'const char *', '', 'int', AT_FDCWD, 'const char *', target, 'unsigned int', MOVE_MOUNT_F_EMPTY_PATH));
+}
+
+const [rootfs, userns] = process.argv.slice(2);
+if (!rootfs || !userns) {
+  process.stderr.write('usage: nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs ROOTFS /proc/PID/ns/user\n');
+  process.exit(2);
+}
+try {
+  // unshare already made the jail's mounts private; said again here, so
+  // that not even this one mount could propagate back to the host
+  mount(null, '/', null, MS_REC | MS_PRIVATE);
+  const tree = openTree(rootfs);
+  const ns = openSync(userns, 'r');
+  idmapTree(tree, ns);
+  closeSync(ns);
+  moveMount(tree, rootfs);
+  closeSync(tree);
+  process.stdout.write(JSON.stringify({ ok: true }) + '\n');
+} catch (err) {
+  const e = err as SyscallError;
+  process.stdout.write(JSON.stringify({ call: e.call ?? 'idmap', code: e.code ?? String(err) }) + '\n');
+  process.exit(1);
+}
