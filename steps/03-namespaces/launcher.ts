@@ -157,7 +157,7 @@ function writeIdMaps(pid: number, given?: IdRanges): void {
 }
 
 function hintFor(code: string | undefined): string | undefined {
-  if (code === 'EPERM' || code === 'EACCES') return 'inside a user namespace some mounts and device nodes are not allowed; try without --user';
+  if (code === 'EPERM' || code === 'EACCES') return "inside a user namespace some mounts and device nodes are not allowed, and the jail's root cannot open files of unmapped owners: check what you passed in (--device, binds)";
   if (code === 'EBUSY') return 'something still uses that mount; run npm run clean';
   return 'run npm run doctor, and npm run clean if an earlier run was killed';
 }

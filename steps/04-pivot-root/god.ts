@@ -65,7 +65,9 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void): void 
   // When the jail runs out of memory, the kernel's OOM killer picks its
   // biggest process — and this Node init is often bigger than the workload.
   // The target (and all it starts) inherits a score of 1000, "kill me first";
-  // we return to 0, which needs no privilege since we never went below it.
+  // then we return to 0. That needs no privilege as long as we hold the
+  // capability we had when we raised it (CAP_SYS_RESOURCE, if any): a locked
+  // init may have dropped it, and then stays at 1000 too, which is harmless.
   writeFileSync('/proc/self/oom_score_adj', '1000');
   try {
     beforeSpawn?.();
@@ -73,7 +75,9 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void): void 
   } catch (err) {
     die(err);
   }
-  writeFileSync('/proc/self/oom_score_adj', '0');
+  try {
+    writeFileSync('/proc/self/oom_score_adj', '0');
+  } catch {}
   if (terminal) tcsetpgrp(0, target);
 
   /** Orphans are re-parented to PID 1; reap them all, and notice when the target itself exits. */
