@@ -29,8 +29,8 @@ export interface LaunchOptions {
 }
 
 /**
- * Node starts a pool of V8 worker threads (one per core) and, at its first
- * file read, four libuv threads. In the jail they are the init's, count
+ * Node starts a pool of four V8 worker threads and, at its first file
+ * read, four libuv threads. In the jail they are the init's, count
  * against pids.max, and push the target's PID up: the init needs one of each.
  */
 const INIT_NODE_FLAGS = ['--v8-pool-size=1'];

@@ -2,6 +2,7 @@
 import { checkHostname, jailFlags, rootfsOrDefault, stepEntry } from '../../lib/cli.ts';
 import { JailError } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
+import { shellQuote } from '../../lib/sh.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { rootfsDir } from '../../lib/state.ts';
 import { requireRootfs } from '../01-rootfs/rootfs.ts';
@@ -19,13 +20,13 @@ await stepEntry('Step 04: the god process — PID 1 builds /proc /sys /dev and p
   heading('The god process (PID 1) will, inside the new namespaces:');
   for (const line of [
     'mount --make-rprivate /                 so nothing propagates back to the host',
-    `mount --bind ${rootfs} ${rootfs}        pivot_root needs a mount point`,
+    `mount --bind ROOTFS ROOTFS              pivot_root needs a mount point (ROOTFS=${rootfs})`,
     'mount -t proc proc ROOTFS/proc          processes of this PID namespace only',
     'mount -t sysfs -o ro sysfs ROOTFS/sys',
     'mount -t tmpfs tmpfs ROOTFS/dev; mknod null zero full random urandom tty; devpts; shm',
     `hostname ${hostname}`,
     'cd ROOTFS; pivot_root . .; umount -l .     the old root, stacked on top, detached',
-    spec.tryEscape ? "then try step 02's escape and report where it lands" : `then start ${spec.command.join(' ')} as its child, and reap, forward signals, wait`,
+    spec.tryEscape ? "then try step 02's escape and report where it lands" : `then start ${shellQuote(spec.command)} as its child, and reap, forward signals, wait`,
   ]) explain(line);
   return launchJail(spec, { init: initPath });
 });
