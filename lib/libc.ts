@@ -3,7 +3,7 @@
 // TypeScript through the koffi FFI. Mostly code that already runs inside the
 // jail's namespaces uses these (the host side uses the ordinary tools), but
 // for a few calls no tool exists: flock for the network's leases,
-// renameat2 for step 01's atomic swap.
+// renameat2 for step 01's atomic swap, the xattr calls for step 09's layers.
 import koffi from 'koffi';
 import { constants } from 'node:os';
 
@@ -44,6 +44,10 @@ const _spawnattr_setflags = libc.func('int posix_spawnattr_setflags(void *attr, 
 const _spawnattr_setsigmask = libc.func('int posix_spawnattr_setsigmask(void *attr, void *set)');
 const _spawnattr_setsigdefault = libc.func('int posix_spawnattr_setsigdefault(void *attr, void *set)');
 const _spawnattr_setpgroup = libc.func('int posix_spawnattr_setpgroup(void *attr, int pgroup)');
+const _actions_init = libc.func('int posix_spawn_file_actions_init(void *actions)');
+const _actions_adddup2 = libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)');
+const _actions_destroy = libc.func('int posix_spawn_file_actions_destroy(void *actions)');
+const _pipe2 = libc.func('int pipe2(void *fds, int flags)');
 
 const errnoNames = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -175,12 +179,30 @@ const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSID = 0x80;
 
+const O_CLOEXEC = 0o2000000;
+
+/** pipe2(O_CLOEXEC): [read end, write end]; neither leaks into a spawned child unless handed to it. */
+export function pipe(): [number, number] {
+  const fds = Buffer.alloc(8);
+  check(_pipe2(fds, O_CLOEXEC), 'pipe2');
+  return [fds.readInt32LE(0), fds.readInt32LE(4)];
+}
+
+export interface SpawnOptions {
+  /** Its own process group, which can own the terminal. */
+  newGroup?: boolean;
+  /** Its own session, no terminal (a detached jail). */
+  newSession?: boolean;
+  /** The child's fds 0, 1 and 2 (dup2 clears close-on-exec on the copies); by default ours. */
+  stdio?: [number, number, number];
+}
+
 /**
  * posix_spawn(3): fork+exec done by libc, safe in a multi-threaded process
  * like Node. The child gets an empty signal mask and default handlers, and
  * either its own process group (to own the terminal) or its own session.
  */
-export function spawn(path: string, argv: string[], env: string[], opts: { newGroup?: boolean; newSession?: boolean } = {}): number {
+export function spawn(path: string, argv: string[], env: string[], opts: SpawnOptions = {}): number {
   const attr = Buffer.alloc(512);
   _spawnattr_init(attr);
   let flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
@@ -190,9 +212,19 @@ export function spawn(path: string, argv: string[], env: string[], opts: { newGr
   _spawnattr_setsigmask(attr, sigset([]));
   _spawnattr_setsigdefault(attr, sigset([SIGPIPE, SIGXFSZ, SIGTTOU, SIGTTIN, constants.signals.SIGINT, constants.signals.SIGTERM, constants.signals.SIGHUP, constants.signals.SIGQUIT]));
   if (opts.newGroup) _spawnattr_setpgroup(attr, 0);
+  let actions: Buffer | null = null;
+  if (opts.stdio) {
+    actions = Buffer.alloc(256);
+    _actions_init(actions);
+    opts.stdio.forEach((fd, target) => _actions_adddup2(actions, fd, target));
+  }
   const pid = [0];
-  const err = _posix_spawn(pid, path, null, attr, [...argv, null], [...env, null]);
-  if (err !== 0) throw new SyscallError(`posix_spawn ${path}`, err);
+  try {
+    const err = _posix_spawn(pid, path, actions, attr, [...argv, null], [...env, null]);
+    if (err !== 0) throw new SyscallError(`posix_spawn ${path}`, err);
+  } finally {
+    if (actions) _actions_destroy(actions);
+  }
   return pid[0]!;
 }
 
@@ -215,4 +247,62 @@ export function flock(fd: number, op: number): boolean {
   const errno = koffi.errno();
   if (errno === constants.errno.EWOULDBLOCK || errno === constants.errno.EINTR) return false;
   throw new SyscallError(`flock fd ${fd}`, errno);
+}
+
+// Extended attributes, for step 09's layers: overlayfs marks an opaque
+// directory with trusted.overlay.opaque=y (only root may read or write the
+// trusted.* namespace), and a file capability (Debian's ping: cap_net_raw)
+// lives in security.capability. Node has no xattr calls. The l- variants act
+// on a symlink itself, never on what it points to: a layer is walked and
+// written without following its links.
+const _lgetxattr = libc.func('long lgetxattr(const char *path, const char *name, void *value, size_t size)');
+const _lsetxattr = libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)');
+const _llistxattr = libc.func('long llistxattr(const char *path, void *list, size_t size)');
+const _lremovexattr = libc.func('int lremovexattr(const char *path, const char *name)');
+
+/** "No such attribute", and "this filesystem keeps none": both mean there is nothing to read. */
+const noXattr = (errno: number): boolean => errno === constants.errno.ENODATA || errno === constants.errno.ENOTSUP;
+
+/** The names of a path's extended attributes (getfattr -d -m - PATH), sorted. */
+export function listXattrs(path: string): string[] {
+  for (;;) {
+    const size = Number(_llistxattr(path, null, 0));
+    if (size < 0) {
+      if (noXattr(koffi.errno())) return [];
+      throw new SyscallError(`llistxattr ${path}`, koffi.errno());
+    }
+    if (size === 0) return [];
+    const buf = Buffer.alloc(size);
+    const got = Number(_llistxattr(path, buf, size));
+    if (got < 0 && koffi.errno() === constants.errno.ERANGE) continue; // it grew in between: ask again
+    if (got < 0) throw new SyscallError(`llistxattr ${path}`, koffi.errno());
+    return buf.subarray(0, got).toString('utf8').split('\0').filter(Boolean).sort();
+  }
+}
+
+/** One attribute's value (getfattr -n NAME PATH), or undefined if the path has none of that name. */
+export function getXattr(path: string, name: string): Buffer | undefined {
+  for (;;) {
+    const size = Number(_lgetxattr(path, name, null, 0));
+    if (size < 0) {
+      if (noXattr(koffi.errno())) return undefined;
+      throw new SyscallError(`lgetxattr ${path} ${name}`, koffi.errno());
+    }
+    const buf = Buffer.alloc(size);
+    const got = size === 0 ? 0 : Number(_lgetxattr(path, name, buf, size));
+    if (got < 0 && koffi.errno() === constants.errno.ERANGE) continue;
+    if (got < 0) throw new SyscallError(`lgetxattr ${path} ${name}`, koffi.errno());
+    return buf.subarray(0, got);
+  }
+}
+
+/** setfattr -n NAME -v VALUE PATH */
+export function setXattr(path: string, name: string, value: Buffer | string): void {
+  const buf = Buffer.from(value);
+  check(_lsetxattr(path, name, buf, buf.length, 0), `lsetxattr ${path} ${name}`);
+}
+
+/** setfattr -x NAME PATH */
+export function removeXattr(path: string, name: string): void {
+  check(_lremovexattr(path, name), `lremovexattr ${path} ${name}`);
 }

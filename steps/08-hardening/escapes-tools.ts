@@ -2,10 +2,9 @@
 // writing, scratch mounts that never touch the rootfs, and a way to run one
 // of the rootfs's programs and read what it printed. All of it runs inside
 // the jail, in PID 1's main thread, where the locks apply.
-import koffi from 'koffi';
 import { closeSync, constants, mkdirSync, openSync, readFileSync, readSync, rmdirSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
-import { mount, umount2, shellStatus, SyscallError, waitpid, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID } from '../../lib/libc.ts';
+import { mount, pipe, shellStatus, spawn, SyscallError, umount2, waitpid, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID } from '../../lib/libc.ts';
 import type { EscapeResult } from './escapes.ts';
 
 /** libuv's messages ("operation not permitted") by errno name, for tools' stderr. */
@@ -42,23 +41,6 @@ export function closeQuietly(fd: number | undefined): void {
   } catch {}
 }
 
-// posix_spawn with the child's stdout and stderr on a pipe: lib/libc.ts's
-// spawn hands the child our own fds, and a lab attempt needs what it printed.
-const libc = koffi.load('libc.so.6');
-const _pipe2 = libc.func('int pipe2(void *fds, int flags)');
-const _actionsInit = libc.func('int posix_spawn_file_actions_init(void *actions)');
-const _actionsDup2 = libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)');
-const _actionsDestroy = libc.func('int posix_spawn_file_actions_destroy(void *actions)');
-const _attrInit = libc.func('int posix_spawnattr_init(void *attr)');
-const _attrSetflags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
-const _attrSetsigmask = libc.func('int posix_spawnattr_setsigmask(void *attr, void *set)');
-const _attrSetsigdefault = libc.func('int posix_spawnattr_setsigdefault(void *attr, void *set)');
-const _sigfillset = libc.func('int sigfillset(void *set)');
-const _posixSpawn = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)');
-const O_CLOEXEC = 0o2000000;
-const POSIX_SPAWN_SETSIGDEF = 0x04;
-const POSIX_SPAWN_SETSIGMASK = 0x08;
-
 /**
  * Runs a program of the jail's rootfs (after pivot_root the host's are gone)
  * and waits for it: its exit status (128+N for a signal, 159 = SIGSYS, what a
@@ -66,33 +48,15 @@ const POSIX_SPAWN_SETSIGMASK = 0x08;
  * thread's locks, so this is run from the main thread.
  */
 export function runInJail(path: string, argv: string[]): { status: number; output: string } {
-  const fds = Buffer.alloc(8);
-  if (_pipe2(fds, O_CLOEXEC) < 0) throw new SyscallError('pipe2', koffi.errno());
-  const [readEnd, writeEnd] = [fds.readInt32LE(0), fds.readInt32LE(4)];
-  const actions = Buffer.alloc(256);
-  const attr = Buffer.alloc(512);
-  const empty = Buffer.alloc(128);
-  const all = Buffer.alloc(128);
-  _sigfillset(all);
-  _actionsInit(actions);
+  const [readEnd, writeEnd] = pipe();
   let pid: number;
   try {
-    // dup2 clears close-on-exec on the copy: the child keeps 1 and 2 and nothing else of ours
-    _actionsDup2(actions, writeEnd, 1);
-    _actionsDup2(actions, writeEnd, 2);
-    _attrInit(attr);
-    _attrSetflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    _attrSetsigmask(attr, empty);
-    _attrSetsigdefault(attr, all);
-    const out = [0];
-    const err = _posixSpawn(out, path, actions, attr, [...argv, null], ['PATH=/bin:/sbin:/usr/bin:/usr/sbin', null]);
-    if (err !== 0) {
-      closeSync(readEnd);
-      throw new SyscallError(`posix_spawn ${path}`, err);
-    }
-    pid = out[0]!;
+    // the child keeps our stdin, and writes to the pipe
+    pid = spawn(path, argv, ['PATH=/bin:/sbin:/usr/bin:/usr/sbin'], { stdio: [0, writeEnd, writeEnd] });
+  } catch (err) {
+    closeSync(readEnd);
+    throw err;
   } finally {
-    _actionsDestroy(actions);
     closeSync(writeEnd);
   }
   let output = '';
