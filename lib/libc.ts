@@ -5,6 +5,7 @@
 // for a few calls no tool exists: flock for the network's leases,
 // renameat2 for step 01's atomic swap, the xattr calls for step 09's layers.
 import koffi from 'koffi';
+import { readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 
 const libc = koffi.load('libc.so.6');
@@ -106,6 +107,27 @@ export function mknod(path: string, mode: number, dev: bigint): void {
 const F_GETFD = 1;
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;
+
+/** A descriptor a spawned target must not inherit (the init's channel to its launcher). */
+export function setCloexec(fd: number): void {
+  const flags = _fcntl(fd, F_GETFD);
+  if (flags >= 0) _fcntl(fd, F_SETFD, 'int', flags | FD_CLOEXEC);
+}
+
+// close_range(2) has one number on every architecture of the unified table
+const SYS_close_range = 436;
+const CLOSE_RANGE_CLOEXEC = 1 << 2;
+
+/**
+ * Marks every descriptor from `first` up close-on-exec (close_range, Linux
+ * 5.11+; else one by one from /proc/self/fd). They stay open for us and never
+ * reach a program we start: a descriptor inherited from outside the jail (a
+ * directory of the host, say) would be a door out of it (runc's CVE-2024-21626).
+ */
+export function cloexecFrom(first: number): void {
+  if (Number(_syscall(SYS_close_range, 'unsigned int', first, 'unsigned int', 0xffffffff, 'unsigned int', CLOSE_RANGE_CLOEXEC)) === 0) return;
+  for (const name of readdirSync('/proc/self/fd')) if (Number(name) >= first) setCloexec(Number(name));
+}
 
 /** fds 0-2 must survive execve; Node may have marked them close-on-exec. */
 export function clearCloexec(fd: number): void {

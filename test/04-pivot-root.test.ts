@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { jailIdRanges } from '../steps/03-namespaces/idrange.ts';
@@ -188,6 +188,25 @@ test('works from a checkout whose path has spaces and non-ASCII characters', asy
     assert.match(r.out, /^spaced\npid \d+\n$/m);
   } finally {
     rmSync(join(dir, '../..'), { recursive: true, force: true });
+  }
+});
+
+test("no descriptor the launcher inherited reaches the target (a host directory's fd would be a way out)", async () => {
+  const dir = openSync('/etc', 'r'); // a host directory, handed to the launcher as its fd 100
+  try {
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, ['bin/step.mjs', '4', '--', 'sh', '-c', 'for f in /proc/self/fd/*; do echo "$f $(readlink $f)"; done'], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', ...Array<'ignore'>(97).fill('ignore'), dir] });
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    assert.is(r.code, 0, r.out);
+    const fds = r.out.trim().split('\n').map((l) => Number(l.split(' ')[0]!.split('/').pop()));
+    // 0-2, and the one the shell's glob itself opened to list the directory
+    assert.ok(fds.every((fd) => fd <= 3), `the target holds ${r.out}`);
+    assert.not.match(r.out, /\/etc/);
+  } finally {
+    closeSync(dir);
   }
 });
 

@@ -7,6 +7,7 @@
 // network exists before the first instruction of the target runs.
 import { Socket } from 'node:net';
 import { readlinkSync, writeSync } from 'node:fs';
+import { setCloexec } from '../../lib/libc.ts';
 
 export const HANDSHAKE_FD = 3;
 
@@ -56,6 +57,16 @@ function receiveGo(): Promise<void> {
     sock.on('end', () => reject(new Error('the launcher went away before the jail started')));
     sock.on('error', reject);
   });
+}
+
+/**
+ * The channel to the launcher after "go", for an init that keeps talking
+ * (step 10's exec); it is close-on-exec, so no target inherits it.
+ */
+export function launcherChannel(): Socket {
+  if (!socket) throw new Error('launcherChannel: no handshake yet');
+  setCloexec(HANDSHAKE_FD);
+  return socket;
 }
 
 /** Setup is done: close fd 3, so the target does not inherit it. */

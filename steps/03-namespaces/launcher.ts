@@ -24,6 +24,8 @@ export interface LaunchOptions {
   onStarted?: (initPid: number) => void;
   /** Lines the init sends after "go" other than "error …" (e.g. step 08's lab results). */
   onMessage?: (line: string) => void;
+  /** After "go": how to send the init a line (step 10's exec requests; the init must keep its channel). */
+  onChannel?: (send: (line: string) => void) => void;
   /** With a user namespace and a root launcher: the host IDs root inside maps to (default: jailIdRanges()). */
   idRanges?: IdRanges;
 }
@@ -112,6 +114,9 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     }
     started = true;
     channel.write('go\n');
+    opts.onChannel?.((line) => {
+      if (!channel.destroyed && channel.writable) channel.write(line + '\n');
+    });
     opts.onStarted?.(initPid);
     // after "go" the init speaks only if its setup failed, or to report (onMessage)
     let failure: { message: string; code?: string } | undefined;

@@ -6,7 +6,7 @@
 //                    forward signals, reap every zombie, exit with its status.
 import { writeFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { blockSignals, clearCloexec, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
+import { blockSignals, clearCloexec, cloexecFrom, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
 import type { JailSpec } from '../../lib/spec.ts';
 import { envList, resolveCommand } from '../03-namespaces/exec.ts';
 import { closeHandshake, die } from '../03-namespaces/handshake.ts';
@@ -29,19 +29,27 @@ export function buildPrison(spec: JailSpec, mountRoot: (rootfs: string) => void 
   }
 }
 
+export interface SuperviseOptions {
+  /** Keep the channel to the launcher open (close-on-exec) instead of closing it: step 10 runs exec requests through it. */
+  keepChannel?: boolean;
+  /** Every reaped child but the target, with its shell status (an exec'd command, an orphan). */
+  onReaped?: (pid: number, status: number) => void;
+}
+
 /**
  * Starts the target and stays PID 1 until it exits. `beforeSpawn` runs in the
  * main thread just before the spawn, after which nothing of the init's own
  * setup needs a privilege: the place for locks that the target inherits.
  */
-export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void): void {
+export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void, opts: SuperviseOptions = {}): void {
   const path = resolveCommand(spec.command[0]!, spec.env.PATH ?? '/bin');
   if (!path) {
     process.stderr.write(`jail: ${spec.command[0]}: command not found\n`);
     process.exit(127);
   }
-  closeHandshake();
+  if (!opts.keepChannel) closeHandshake();
   for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may have marked them close-on-exec
+  cloexecFrom(3); // and nothing else we hold or inherited from the host reaches the target
 
   let target = 0;
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
@@ -92,6 +100,7 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void): void 
         throw err;
       }
       if (pid <= 0) return;
+      if (pid !== target) opts.onReaped?.(pid, shellStatus(raw));
       if (pid === target) {
         if (terminal) tcsetpgrp(0, getpgrp()); // give the terminal back
         // leaving as PID 1 kills everything still in the namespace
