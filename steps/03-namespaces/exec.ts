@@ -2,7 +2,7 @@
 // PID, the target's code. What the old program leaves behind must be undone
 // first, or the target inherits it.
 import { accessSync, constants } from 'node:fs';
-import { clearCloexec, execve, resetToDefault, SIGPIPE, SIGXFSZ, unblockAllSignals } from '../../lib/libc.ts';
+import { clearCloexec, cloexecFrom, execve, resetToDefault, SIGPIPE, SIGXFSZ, unblockAllSignals } from '../../lib/libc.ts';
 
 /** execvp's PATH search, done by hand: inside the jail, with the jail's PATH. */
 export function resolveCommand(name: string, path: string): string | undefined {
@@ -26,6 +26,7 @@ export function execTarget(argv: string[], env: Record<string, string>): never {
     process.exit(127);
   }
   for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may mark them close-on-exec
+  cloexecFrom(3); // nothing else of ours, or inherited from the host, crosses the exec
   resetToDefault(SIGPIPE); // Node ignores SIGPIPE, and ignored stays ignored across exec
   resetToDefault(SIGXFSZ);
   unblockAllSignals();
