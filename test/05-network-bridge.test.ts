@@ -562,6 +562,10 @@ test('publish 127.0.0.1:HOSTPORT:PORT: the port answers on 127.0.0.1 only, and i
   assert.match(rule!, /-d 127\.0\.0\.1\/32 /);
   assert.match(rule!, new RegExp(`--dport 23393 .*--to-destination ${ipA.replace(/\./g, '\\.')}:8080`));
   assert.not.match(rule!, /addrtype/, 'one address, not every local one');
+  // a neighbour routing 127.0.0.1 to us would match that DNAT rule: raw PREROUTING drops it unless it came in on lo
+  const guard = sh('iptables -t raw -S PREROUTING').stdout.split('\n').find((l) => l.includes(`baj-${NAME}lopub-publish-23393-lo-only`));
+  assert.ok(guard, 'a raw rule keeps 127.0.0.1:23393 to lo');
+  assert.match(guard!, /-d 127\.0\.0\.1\/32 ! -i lo -p tcp -m tcp --dport 23393 .*-j DROP/);
   await stopJail(b);
   await stopJail(a);
   await fails(httpGet('127.0.0.1', 23393), 'with the jail gone, nothing listens on the host port');

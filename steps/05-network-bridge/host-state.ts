@@ -50,7 +50,7 @@ async function iptablesTables(): Promise<Map<string, { chains: string[]; rules: 
   return tables;
 }
 
-const builtinChains: Record<string, string[]> = { filter: ['INPUT', 'FORWARD', 'OUTPUT'], nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'] };
+const builtinChains: Record<string, string[]> = { filter: ['INPUT', 'FORWARD', 'OUTPUT'], nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'], raw: ['PREROUTING', 'OUTPUT'] };
 
 async function deleteEmptyTables(existedBefore: string[]): Promise<void> {
   if (!(await run(['iptables', '--version'])).includes('nf_tables')) return; // iptables-legacy's tables are kernel modules, not made on demand

@@ -8,7 +8,7 @@ import { PREFIX } from '../../lib/state.ts';
 import { cleanHint } from './ip.ts';
 
 export interface Rule {
-  table: 'filter' | 'nat';
+  table: 'filter' | 'nat' | 'raw';
   chain: string;
   match: string[];
   target: string[];

@@ -3,15 +3,19 @@
 // Packets from other hosts and namespaces arrive on an interface and pass nat
 // PREROUTING, where DNAT rewrites their destination to the jail's address; the
 // jail sees the real client address. Connections the host opens to its own
-// addresses (127.0.0.1 above all) go out through OUTPUT and loop back through
-// lo, never passing PREROUTING: no DNAT there. For them the launcher listens
+// addresses (127.0.0.1 above all) have their NAT decided in OUTPUT, at their
+// first packet; when they loop back through lo and PREROUTING, nat is not
+// asked again: no DNAT for them. For them the launcher listens
 // on the port itself and copies bytes to the jail, exactly what Docker's
 // docker-proxy does. The alternative (DNAT in OUTPUT + route_localnet=1 +
 // SNAT of 127.0.0.1) changes more host settings and cannot be undone if the
 // launcher is killed; a listening socket closes with its process.
 //
 // With a HOSTIP (--publish 127.0.0.1:8080:80) both paths take only that
-// address: the DNAT rule matches -d HOSTIP, the proxy listens on HOSTIP.
+// address: the DNAT rule matches -d HOSTIP, the proxy listens on HOSTIP. A
+// loopback HOSTIP needs one more rule: a neighbour that routes 127.0.0.1 to
+// us would match the DNAT rule from outside (moby/moby#41872). A raw rule
+// drops such packets unless they come from lo, as Docker 28 does.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { CleanupStack } from '../../lib/cleanup.ts';
 import { JailError } from '../../lib/errors.ts';
@@ -71,15 +75,31 @@ function publishRule(jail: string, m: PortMapping, address: string): Rule {
   };
 }
 
+/** Loopback addresses arrive only on lo; anything else claiming to be for them is dropped before NAT. */
+function loopbackOnlyRule(jail: string, m: PortMapping): Rule {
+  return {
+    table: 'raw',
+    chain: 'PREROUTING',
+    match: ['-d', m.hostIp!, '!', '-i', 'lo', '-p', 'tcp', '--dport', String(m.hostPort)],
+    target: ['-j', 'DROP'],
+    comment: `${jailTag(jail)}-publish-${m.hostPort}-lo-only`,
+  };
+}
+
 export async function publishPorts(spec: JailSpec, publish: PortMapping[], address: string, cleanup: CleanupStack): Promise<void> {
   if (publish.length === 0) return;
   heading('Publishing ports');
   explain('From other hosts and namespaces: DNAT in nat PREROUTING. From this host itself (127.0.0.1): the launcher\'s proxy,');
-  explain('because connections to the host\'s own addresses never pass PREROUTING. Docker does the same with docker-proxy.');
+  explain('because the NAT of connections to the host\'s own addresses is decided in OUTPUT. Docker does the same with docker-proxy.');
   for (const m of publish) {
     const rule = publishRule(spec.name, m, address);
     await addRule(rule);
     cleanup.defer(`publish ${m.hostPort}`, () => deleteRule(rule));
+    if (m.hostIp?.startsWith('127.')) {
+      const guard = loopbackOnlyRule(spec.name, m);
+      await addRule(guard);
+      cleanup.defer(`publish ${m.hostPort} loopback only`, () => deleteRule(guard));
+    }
     ok(`host port ${m.hostIp ? hostSide(m) : m.hostPort} -> ${address}:${m.jailPort}`);
   }
 }
