@@ -72,15 +72,18 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, alive: () 
  * First sshd must answer with its banner; then we trust exactly the host key
  * this jail made at its first start, and log in with our key.
  */
-async function sshdReady(rootfs: string): Promise<boolean> {
-  if (!(await sshBanner()) || !existsSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'))) return false;
-  writeKnownHosts(rootfs);
-  return loginWorks();
+async function sshdReady(rootfs: string, host: string): Promise<boolean> {
+  if (!(await sshBanner(host)) || !existsSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'))) return false;
+  writeKnownHosts(rootfs, host);
+  return loginWorks(host);
 }
 
-function printHowToLogIn(): void {
+/** Where a login goes: the --listen address, or 127.0.0.1 for every interface. */
+const reachable = (listen: string): string => (listen === '0.0.0.0' ? '127.0.0.1' : listen);
+
+function printHowToLogIn(host: string): void {
   heading('Log in');
-  showCommand(sshCommand().join(' '));
+  showCommand(`sudo ${sshCommand([], host).join(' ')}`);
   explain('then, inside: hostname; ps -ef   (PID 1 is the god process; sshd and your shell are its children)');
 }
 
@@ -106,7 +109,7 @@ async function stop(): Promise<number> {
 }
 
 /** --detach: start our own --daemon twin (the same step, through bin/step.mjs) in a new session, and return once a login works. */
-async function detach(step: number, argv: string[], rootfs: string): Promise<number> {
+async function detach(step: number, argv: string[], rootfs: string, host: string): Promise<number> {
   ensureDir(runDir());
   const log = openSync(logFile(), 'w');
   const child = spawn(process.execPath, [repoPath('bin/step.mjs'), String(step), '--daemon', ...argv.filter((a) => a !== '--detach')], {
@@ -121,15 +124,15 @@ async function detach(step: number, argv: string[], rootfs: string): Promise<num
   child.on('exit', () => (exited = true));
   explain(`the jail runs in the background (launcher pid ${child.pid}, log ${logFile()})`);
   try {
-    await waitUntil('sshd to accept a login', () => sshdReady(rootfs), () => !exited, 60_000);
+    await waitUntil('sshd to accept a login', () => sshdReady(rootfs, host), () => !exited, 60_000);
   } catch (err) {
     if (!exited) process.kill(child.pid!, 'SIGTERM');
     process.stderr.write(readFileSync(logFile(), 'utf8').split('\n').slice(-8).join('\n') + '\n');
     throw err;
   }
-  ok(`ready: ${await sshBanner()} on 127.0.0.1:${SSH_PORT}`);
-  printHowToLogIn();
-  explain(`stop it with: sudo npm run step ${step} -- --stop`);
+  ok(`ready: ${await sshBanner(host)} on ${host}:${SSH_PORT}`);
+  printHowToLogIn(host);
+  explain(`stop it with: sudo npm run step ${step} -- ${step === 7 ? '' : '--ssh '}--stop`);
   return 0;
 }
 
@@ -164,7 +167,7 @@ export async function runSshDemo(f: SshDemoFlags, command: string[], opts: SshDe
     throw new JailError(`port ${SSH_PORT} on ${f.listen} is already in use`, `see who holds it: ss -ltnp 'sport = :${SSH_PORT}'`);
   }
   const rootfs = f.rootfs ?? demoRootfs();
-  if (f.detach) return detach(opts.step, opts.argv, rootfs);
+  if (f.detach) return detach(opts.step, opts.argv, rootfs, reachable(f.listen!));
 
   // in bridge mode sshd listens on the jail's own eth0; the host side is the published port
   await prepareSshRootfs(rootfs, choice.mode === 'bridge' ? '0.0.0.0' : f.listen!);
@@ -178,11 +181,11 @@ export async function runSshDemo(f: SshDemoFlags, command: string[], opts: SshDe
     onStarted: (pid) => {
       showTopology(net);
       heading(`The jail is up: its PID 1 is host pid ${pid}`);
-      explain(`look at it from the host: lsns -p ${pid}; ls -l /proc/${pid}/ns; cat /proc/${pid}/cgroup`);
+      explain(`look at it from the host: sudo lsns -p ${pid}; sudo ls -l /proc/${pid}/ns; cat /proc/${pid}/cgroup`);
       if (f.daemon) return;
       // in the foreground the jail's shell owns the terminal; say how to log in once sshd answers
-      void waitUntil('sshd', () => sshdReady(rootfs), () => true, 60_000).then(() => {
-        printHowToLogIn();
+      void waitUntil('sshd', () => sshdReady(rootfs, reachable(f.listen!)), () => true, 60_000).then(() => {
+        printHowToLogIn(reachable(f.listen!));
         process.stderr.write(colour.dim('(this shell is the jail\'s; exit it to stop the jail)\n'));
       }, () => warn('sshd did not answer within a minute'));
     },

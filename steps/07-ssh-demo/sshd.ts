@@ -76,14 +76,14 @@ export async function prepareSshRootfs(rootfs: string, listen: string): Promise<
 }
 
 /** After sshd's first start: trust exactly the host key this jail made. */
-export function writeKnownHosts(rootfs: string): void {
+export function writeKnownHosts(rootfs: string, host = '127.0.0.1'): void {
   const pub = readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
-  writeFileSync(knownHosts(), `[127.0.0.1]:${SSH_PORT} ${pub}\n`);
+  writeFileSync(knownHosts(), `[${host}]:${SSH_PORT} ${pub}\n`);
 }
 
 /** The ssh command a learner pastes. */
-export function sshCommand(extra: string[] = []): string[] {
-  return ['ssh', '-i', clientKey(), '-o', `UserKnownHostsFile=${knownHosts()}`, '-o', 'BatchMode=yes', '-p', String(SSH_PORT), ...extra, 'root@127.0.0.1'];
+export function sshCommand(extra: string[] = [], host = '127.0.0.1'): string[] {
+  return ['ssh', '-i', clientKey(), '-o', `UserKnownHostsFile=${knownHosts()}`, '-o', 'BatchMode=yes', '-p', String(SSH_PORT), ...extra, `root@${host}`];
 }
 
 /** sshd's banner: something that speaks SSH answered, not merely a port that accepted. */
@@ -102,9 +102,9 @@ export function sshBanner(host = '127.0.0.1', port = SSH_PORT, timeoutMs = 1000)
 }
 
 /** Ready means a real login works: the key is accepted and a command runs. */
-export function loginWorks(): Promise<boolean> {
+export function loginWorks(host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
-    const [ssh, ...args] = sshCommand(['-o', 'ConnectTimeout=2']);
+    const [ssh, ...args] = sshCommand(['-o', 'ConnectTimeout=2'], host);
     const c = spawn(ssh!, [...args, 'true'], { stdio: 'ignore' });
     c.on('close', (code) => resolve(code === 0));
     c.on('error', () => resolve(false));
