@@ -37,6 +37,9 @@ export const toolPackages: Record<string, string> = {
   'ssh-keygen': 'openssh-client',
   ps: 'procps',
   capsh: 'libcap2-bin',
+  skopeo: 'skopeo',
+  runc: 'runc',
+  getfattr: 'attr',
 };
 
 export function which(tool: string): string | undefined {

@@ -20,6 +20,9 @@ fi
 #   openssh-client                    step 07: log in to the jail
 #   libseccomp2 libcap2-bin           step 08: libseccomp.so.2 builds the seccomp filter (through koffi);
 #                                     capsh --decode reads the capability masks in /proc/PID/status
+#   skopeo attr                       step 09: skopeo reads and copies the OCI images we export (the tests
+#                                     check our layouts with it), getfattr shows overlayfs's opaque xattr;
+#                                     runc (below) runs the bundles step 09 exports
 #   bubblewrap runc hyperfine         bench/: the tools a learner could use instead
 #   qemu-system-x86 cpio kmod         npm run test:vm: a pure cgroup v2 kernel for step 06's tests
 packages=(
@@ -27,6 +30,7 @@ packages=(
   iproute2 iptables nftables iputils-ping
   openssh-client ca-certificates curl xz-utils
   libseccomp2 libcap2-bin
+  skopeo attr
   bubblewrap runc hyperfine
   qemu-system-x86 cpio kmod
 )

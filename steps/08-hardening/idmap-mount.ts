@@ -1,13 +1,18 @@
-// Step 08: an idmapped mount, made by host root inside the jail's mount
+// Step 08: idmapped mounts, made by host root inside the jail's mount
 // namespace. The launcher runs this small program as
-//   nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs ROOTFS /proc/PID/ns/user
+//   nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs /proc/PID/ns/user [--read-only] PATH…
 // because only root of the initial user namespace may idmap an ext4 mount,
 // and Node cannot setns(2) itself into another mount namespace (it has
-// threads). Three calls of the new mount API (Linux 5.12+):
-//   open_tree(ROOTFS, OPEN_TREE_CLONE|AT_RECURSIVE)   a detached copy of the mount tree
-//   mount_setattr(tree, MOUNT_ATTR_IDMAP, userns)      ids through it are translated by the jail's uid_map
-//   move_mount(tree -> ROOTFS)                         attached where the init expects its rootfs
-// Prints one line of JSON: {"ok":true} or {"call":…,"code":…}.
+// threads). Step 08 idmaps its one rootfs; step 09 each layer of an image
+// (read-only: every jail of the image shares them) and the jail's own dir of
+// upper/ and work/. Three calls of the new mount API (Linux 5.12+) per PATH,
+// each mounted in place, over itself:
+//   open_tree(PATH, OPEN_TREE_CLONE|AT_RECURSIVE)   a detached copy of the mount tree
+//   mount_setattr(tree, MOUNT_ATTR_IDMAP, userns)    ids through it are translated by the jail's uid_map
+//   move_mount(tree -> PATH)                         attached where the init expects it
+// Every tree is cloned and idmapped before the first is attached: a path the
+// kernel refuses leaves none of them half done.
+// Prints one line of JSON: {"ok":true} or {"path":…,"call":…,"code":…}.
 import koffi from 'koffi';
 import { closeSync, openSync } from 'node:fs';
 import { mount, MS_PRIVATE, MS_REC, SyscallError } from '../../lib/libc.ts';
@@ -27,6 +32,7 @@ const AT_RECURSIVE = 0x8000;
 const OPEN_TREE_CLONE = 1;
 const OPEN_TREE_CLOEXEC = 0o2000000;
 const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+const MOUNT_ATTR_RDONLY = 0x00000001;
 const MOUNT_ATTR_IDMAP = 0x00100000;
 
 function call(what: string, ret: number | bigint): number {
@@ -38,10 +44,14 @@ function openTree(path: string): number {
   return call('open_tree', _syscall(SYS_open_tree, 'int', AT_FDCWD, 'const char *', path, 'unsigned int', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
 }
 
-/** struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }: an idmap is set once, on a detached mount. */
-function idmapTree(tree: number, usernsFd: number): void {
+/**
+ * struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }: an
+ * idmap is set once, on a detached mount. Read-only in the same call: the
+ * mount never exists writable, not even for an instant.
+ */
+function idmapTree(tree: number, usernsFd: number, readOnly: boolean): void {
   const attr = Buffer.alloc(32);
-  attr.writeBigUInt64LE(BigInt(MOUNT_ATTR_IDMAP), 0);
+  attr.writeBigUInt64LE(BigInt(MOUNT_ATTR_IDMAP | (readOnly ? MOUNT_ATTR_RDONLY : 0)), 0);
   attr.writeBigUInt64LE(BigInt(usernsFd), 24);
   call('mount_setattr', _syscall(SYS_mount_setattr, 'int', tree, 'const char *', '', 'unsigned int', AT_EMPTY_PATH | AT_RECURSIVE, 'void *', attr, 'size_t', attr.length));
 }
@@ -50,24 +60,45 @@ function moveMount(tree: number, target: string): void {
   call('move_mount', _syscall(SYS_move_mount, 'int', tree, 'const char *', '', 'int', AT_FDCWD, 'const char *', target, 'unsigned int', MOVE_MOUNT_F_EMPTY_PATH));
 }
 
-const [rootfs, userns] = process.argv.slice(2);
-if (!rootfs || !userns) {
-  process.stderr.write('usage: nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs ROOTFS /proc/PID/ns/user\n');
+/** argv: USERNS, then PATHs, each one after --read-only mounted read-only. */
+function parseArgv(argv: string[]): { userns?: string; paths: { path: string; readOnly: boolean }[] } {
+  const [userns, ...rest] = argv;
+  const paths: { path: string; readOnly: boolean }[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const readOnly = rest[i] === '--read-only';
+    const path = readOnly ? rest[++i] : rest[i];
+    if (path) paths.push({ path, readOnly });
+  }
+  return { userns, paths };
+}
+
+const { userns, paths } = parseArgv(process.argv.slice(2));
+if (!userns || !paths.length) {
+  process.stderr.write('usage: nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs /proc/PID/ns/user [--read-only] PATH…\n');
   process.exit(2);
 }
+let at = paths[0]!.path;
 try {
   // unshare already made the jail's mounts private; said again here, so
-  // that not even this one mount could propagate back to the host
+  // that not even these mounts could propagate back to the host
   mount(null, '/', null, MS_REC | MS_PRIVATE);
-  const tree = openTree(rootfs);
   const ns = openSync(userns, 'r');
-  idmapTree(tree, ns);
+  const trees: [number, string][] = [];
+  for (const { path, readOnly } of paths) {
+    at = path;
+    const tree = openTree(path);
+    trees.push([tree, path]);
+    idmapTree(tree, ns, readOnly);
+  }
   closeSync(ns);
-  moveMount(tree, rootfs);
-  closeSync(tree);
+  for (const [tree, path] of trees) {
+    at = path;
+    moveMount(tree, path);
+    closeSync(tree);
+  }
   process.stdout.write(JSON.stringify({ ok: true }) + '\n');
 } catch (err) {
   const e = err as SyscallError;
-  process.stdout.write(JSON.stringify({ call: e.call ?? 'idmap', code: e.code ?? String(err) }) + '\n');
+  process.stdout.write(JSON.stringify({ path: at, call: e.call ?? 'idmap', code: e.code ?? String(err) }) + '\n');
   process.exit(1);
 }

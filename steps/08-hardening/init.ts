@@ -1,49 +1,8 @@
-// Step 08's init: step 04's god process with the locks put between its two
-// halves, in runc's order (locks.ts says why this order):
-//   readSpec, wait for "go"           the launcher wrote the ID maps and made the rootfs usable
-//   prepareLocks                      libseccomp loaded, the filter built: the host's /lib is still here
-//   buildPrison                       private mounts, rootfs, /proc /sys /dev, hostname, pivot_root
-//   applyPathLocks                    masked and read-only /proc and /sys paths
-//   then either the escape payload    (the escape lab: every lock on, then an attempt instead of a target)
-//   or superviseTarget                capabilities, no_new_privs, seccomp in the main thread, then spawn
-// Every module is imported here, at the top: after pivot_root and seccomp an
-// import() could not find its file, or could not even open it.
-import { die, readSpec, sendToLauncher, waitForGo } from '../03-namespaces/handshake.ts';
-import { buildPrison, superviseTarget } from '../04-pivot-root/god.ts';
-import { attemptEscape } from './escapes.ts';
-import type { HardenedSpec } from './jail.ts';
-import { applyLocks, applyPathLocks, prepareLocks, type PreparedLocks } from './locks.ts';
+// Step 08's init: PID 1 of the locked jail. Step 04's god process with the
+// locks between its two halves; the whole order, and why, is in
+// hardened-init.ts. The root is step 04's: a bind of the rootfs onto itself
+// (made usable for a user namespace's root by the launcher: userns.ts).
+// Bundled by lib/bundle.mjs.
+import { runHardenedInit } from './hardened-init.ts';
 
-const spec = readSpec<HardenedSpec>();
-await waitForGo(spec.namespaces.includes('user'));
-
-let prepared: PreparedLocks = {};
-try {
-  prepared = prepareLocks(spec.locks);
-} catch (err) {
-  die(err);
-}
-buildPrison(spec);
-try {
-  applyPathLocks(spec.locks);
-} catch (err) {
-  die(err);
-}
-
-if (spec.escape !== undefined) {
-  // payload mode: the same locks, in the same (main) thread, then the attempt
-  try {
-    applyLocks(spec.locks, prepared);
-  } catch (err) {
-    die(err);
-  }
-  try {
-    const result = await attemptEscape(spec.escape);
-    sendToLauncher('result ' + JSON.stringify(result));
-  } catch (err) {
-    die(err);
-  }
-  process.exit(0);
-}
-
-superviseTarget(spec, () => applyLocks(spec.locks, prepared));
+await runHardenedInit();

@@ -12,7 +12,7 @@ import { MINIMAL_DEVICE_RULES } from '../06-cgroups/limits.ts';
 import { ALL_NAMESPACES } from '../03-namespaces/namespaces.ts';
 import { capabilityName, DOCKER_DEFAULT_CAPS, hostCapabilities } from './capabilities.ts';
 import { openLibseccomp } from './seccomp.ts';
-import { jailIdRanges } from '../03-namespaces/idrange.ts';
+import { jailIdRanges, type IdRanges } from '../03-namespaces/idrange.ts';
 import { userNamespaceRootfs } from './userns.ts';
 
 export interface Locks {
@@ -110,6 +110,17 @@ export interface HardenedLaunchOptions {
   onStarted?: (initPid: number) => void;
   /** Lines the init reports (the escape lab's "result {…}"). */
   onMessage?: (line: string) => void;
+  /** After "go": how to send the init a line (step 10's exec requests). */
+  onChannel?: (send: (line: string) => void) => void;
+  /** The init's TypeScript entry (default: step 08's, whose root is a bind of spec.rootfs). */
+  init?: string;
+  /**
+   * The hook that makes the jail's root usable, run before every other hook;
+   * given the ID ranges with a user namespace, undefined without one.
+   * Default: step 08's idmapped (or chowned) rootfs with a user namespace,
+   * nothing without. Step 09 passes its overlay of an image's layers.
+   */
+  rootHook?: (ranges: IdRanges | undefined) => JailHook | undefined;
 }
 
 /**
@@ -122,10 +133,8 @@ export async function launchHardened(spec: HardenedSpec, opts: HardenedLaunchOpt
   if (spec.locks.seccomp) openLibseccomp();
   const jail = hardenedSpec(spec, spec.locks);
   const hooks = [...(opts.hooks ?? [])];
-  let idRanges: ReturnType<typeof jailIdRanges> | undefined;
-  if (jail.locks.userns) {
-    idRanges = jailIdRanges();
-    hooks.unshift(userNamespaceRootfs(idRanges));
-  }
-  return launchJail(jail, { init: initPath, hooks, onStarted: opts.onStarted, onMessage: opts.onMessage, idRanges });
+  const idRanges = jail.locks.userns ? jailIdRanges() : undefined;
+  const root = opts.rootHook ? opts.rootHook(idRanges) : idRanges && userNamespaceRootfs(idRanges);
+  if (root) hooks.unshift(root);
+  return launchJail(jail, { init: opts.init ?? initPath, hooks, onStarted: opts.onStarted, onMessage: opts.onMessage, onChannel: opts.onChannel, idRanges });
 }

@@ -26,7 +26,7 @@ const run = promisify(execFile);
 // The rootfs, as the mapped root sees it
 
 /** JAIL_NO_IDMAP=1: behave as a kernel without idmapped mounts would (the tests take the fallback this way). */
-const idmapForbidden = (): boolean => process.env.JAIL_NO_IDMAP === '1';
+export const idmapForbidden = (): boolean => process.env.JAIL_NO_IDMAP === '1';
 
 /** Errors that mean "this kernel or this filesystem cannot idmap", not "something broke". */
 const UNSUPPORTED = ['EINVAL', 'ENOSYS', 'EPERM', 'EOPNOTSUPP', 'ENOTSUP'];
@@ -49,7 +49,7 @@ export function userNamespaceRootfs(ranges: IdRanges): JailHook {
       requireTools('nsenter');
       heading('The rootfs, for a root that is not root');
       if (!idmapForbidden()) {
-        const why = await idmappedMount(spec.rootfs, initPid);
+        const why = await idmapInPlace(initPid, [{ path: spec.rootfs }]);
         if (!why) {
           explain(`idmapped mount: uid 0 on disk is uid 0 in the jail (host uid ${ranges.uid.base}); nothing on disk changed`);
           return;
@@ -59,35 +59,57 @@ export function userNamespaceRootfs(ranges: IdRanges): JailHook {
         explain('idmapped mounts: not used (JAIL_NO_IDMAP=1, as on a kernel older than 5.12 or a filesystem without them)');
       }
       copy ??= await shiftedCopy(spec.rootfs, ranges);
-      showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- mount --bind ${copy} ${spec.rootfs}`);
-      await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', 'mount', '--bind', copy, spec.rootfs]);
+      await bindInJail(initPid, copy, spec.rootfs);
       explain(`chowned copy: ${copy} (its files belong to ${ranges.uid.base}+uid on the host, which is uid in the jail)`);
     },
   };
 }
 
-/** Returns undefined when the idmapped rootfs is in place, or why it could not be made. */
-async function idmappedMount(rootfs: string, initPid: number): Promise<string | undefined> {
+/** mount --bind SOURCE TARGET in the jail's mount namespace (read-only: util-linux remounts the bind ro for us). */
+export async function bindInJail(initPid: number, source: string, target: string, readOnly = false): Promise<void> {
+  const args = ['mount', '--bind', ...(readOnly ? ['-o', 'ro'] : []), source, target];
+  showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- ${args.join(' ')}`);
+  await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', ...args]);
+}
+
+/** A directory to idmap over itself; readOnly: the idmapped mount is read-only too (a shared image layer). */
+export interface IdmapTarget {
+  path: string;
+  readOnly?: boolean;
+}
+
+/**
+ * Idmaps each path in place, in the jail's mount namespace, through the
+ * jail's user namespace: all of them, or none. Returns undefined when they
+ * are in place, or why this kernel or filesystem cannot (then nothing was
+ * mounted); any other failure throws.
+ */
+export async function idmapInPlace(initPid: number, targets: IdmapTarget[]): Promise<string | undefined> {
   const helper = await bundled(repoPath('steps/08-hardening/idmap-mount.ts'));
-  showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- mount --bind -o X-mount.idmap=/proc/${initPid}/ns/user ${rootfs} ${rootfs}   # util-linux 2.39+`);
+  const userns = `/proc/${initPid}/ns/user`;
+  for (const t of targets) {
+    showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- mount --bind -o X-mount.idmap=${userns}${t.readOnly ? ',ro' : ''} ${t.path} ${t.path}   # util-linux 2.39+`);
+  }
   explain('(this util-linux is older: a small helper makes the same open_tree + mount_setattr + move_mount calls)');
+  const args = targets.flatMap((t) => (t.readOnly ? ['--read-only', t.path] : [t.path]));
   let out = '';
   try {
-    out = (await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, helper, rootfs, `/proc/${initPid}/ns/user`])).stdout;
+    out = (await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, helper, userns, ...args])).stdout;
   } catch (err) {
     out = String((err as { stdout?: string }).stdout ?? '');
     if (!out) throw new JailError(`the idmapped mount helper failed: ${(err as Error).message.split('\n')[0]}`, 'run npm run doctor');
   }
-  const result = JSON.parse(out.trim().split('\n').pop() || '{}') as { ok?: boolean; call?: string; code?: string };
+  const result = JSON.parse(out.trim().split('\n').pop() || '{}') as { ok?: boolean; path?: string; call?: string; code?: string };
   if (result.ok) return undefined;
   if (UNSUPPORTED.includes(result.code ?? '')) return `${result.call}: ${result.code}`;
-  throw new JailError(`the idmapped mount failed: ${result.call}: ${result.code}`, 'JAIL_NO_IDMAP=1 uses a chowned copy of the rootfs instead');
+  throw new JailError(`the idmapped mount of ${result.path} failed: ${result.call}: ${result.code}`, 'JAIL_NO_IDMAP=1 uses a chowned copy instead');
 }
 
 // ---------------------------------------------------------------------------
 // The fallback: a copy whose owners are shifted into the range
 
-const shiftedDir = (): string => join(jailHome(), 'rootfs-shifted');
+/** Where the chowned copies live (step 09 puts its layers' copies here too). */
+export const shiftedDir = (): string => join(jailHome(), 'rootfs-shifted');
 
 /**
  * What the copy was made from: every entry's name, type, mode, owner, size

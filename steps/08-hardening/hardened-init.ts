@@ -1,0 +1,60 @@
+// Step 08's init as a function: step 04's god process with the locks put
+// between its two halves, in runc's order (locks.ts says why this order):
+//   readSpec, wait for "go"           the launcher wrote the ID maps and made the rootfs usable
+//   prepareLocks                      libseccomp loaded, the filter built: the host's /lib is still here
+//   buildPrison                       private mounts, the root, /proc /sys /dev, hostname, pivot_root
+//   applyPathLocks                    masked and read-only /proc and /sys paths
+//   then either the escape payload    (the escape lab: every lock on, then an attempt instead of a target)
+//   or superviseTarget                capabilities, no_new_privs, seccomp in the main thread, then spawn
+// Step 08's init.ts calls it as it is; step 09's passes how its root is
+// mounted (an overlay of the image's layers instead of a bind of a rootfs).
+// Every module is imported statically, into the init's one bundle: after
+// pivot_root and seccomp an import() could not find its file, or could not
+// even open it.
+import { die, readSpec, sendToLauncher, waitForGo } from '../03-namespaces/handshake.ts';
+import { buildPrison, superviseTarget, type SuperviseOptions } from '../04-pivot-root/god.ts';
+import { attemptEscape } from './escapes.ts';
+import type { HardenedSpec } from './jail.ts';
+import { applyLocks, applyPathLocks, prepareLocks, type PreparedLocks } from './locks.ts';
+
+/**
+ * PID 1 of a locked jail, from the handshake to the target's exit.
+ * `mountRoot` makes spec.rootfs the jail's root mount, inside the jail's
+ * mount namespace (default: step 04's bind of the rootfs onto itself);
+ * `supervise` gives superviseTarget its options (step 10 keeps the channel).
+ */
+export async function runHardenedInit<S extends HardenedSpec>(mountRoot?: (spec: S) => void, supervise?: (spec: S) => SuperviseOptions): Promise<void> {
+  const spec = readSpec<S>();
+  await waitForGo(spec.namespaces.includes('user'));
+
+  let prepared: PreparedLocks = {};
+  try {
+    prepared = prepareLocks(spec.locks);
+  } catch (err) {
+    die(err);
+  }
+  buildPrison(spec, mountRoot && (() => mountRoot(spec)));
+  try {
+    applyPathLocks(spec.locks);
+  } catch (err) {
+    die(err);
+  }
+
+  if (spec.escape !== undefined) {
+    // payload mode: the same locks, in the same (main) thread, then the attempt
+    try {
+      applyLocks(spec.locks, prepared);
+    } catch (err) {
+      die(err);
+    }
+    try {
+      const result = await attemptEscape(spec.escape);
+      sendToLauncher('result ' + JSON.stringify(result));
+    } catch (err) {
+      die(err);
+    }
+    process.exit(0);
+  }
+
+  superviseTarget(spec, () => applyLocks(spec.locks, prepared), supervise?.(spec));
+}
