@@ -30,9 +30,9 @@ async function stepCleaners(): Promise<[string, Clean][]> {
   return found;
 }
 
-/** The benchmarks' scratch dirs: bench/measure.ts removes them, unless it was killed. */
+/** The benchmarks' scratch dirs (bench/measure.ts removes them, unless it was killed) and rootless users' bundle caches (lib/bundle.mjs). */
 function removeBenchScratch(): string[] {
-  const gone = readdirSync('/tmp').filter((e) => e.startsWith('baj-bench-')).map((e) => join('/tmp', e));
+  const gone = readdirSync('/tmp').filter((e) => e.startsWith('baj-bench-') || e.startsWith('build-a-jail-bundles-')).map((e) => join('/tmp', e));
   for (const p of gone) rmSync(p, { recursive: true, force: true });
   return gone;
 }
@@ -50,7 +50,7 @@ await runMain(async () => {
     if (removed.length) explain(`${step}: ${removed.join(', ')}`);
   }
   const scratch = removeBenchScratch();
-  if (scratch.length) explain(`bench: removed ${scratch.join(' ')}`);
+  if (scratch.length) explain(`scratch: removed ${scratch.join(' ')}`);
   if (all) {
     rmSync(jailHome(), { recursive: true, force: true });
     rmSync(jailCache(), { recursive: true, force: true });

@@ -9,13 +9,15 @@
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// lib/bundle.mjs itself is never bundled (the launcher imports it from source
-// or from a bundle made of it): so the repo is found from a known anchor
-const repo = (() => {
+// Found from where this file is; a bundle (which may live outside the repo:
+// a rootless user's own cache) is told at its top (globalThis.__bajRepo).
+const repo = globalThis.__bajRepo ?? (() => {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'steps')) || !existsSync(join(dir, 'package.json'))) {
     const up = dirname(dir);
@@ -24,7 +26,35 @@ const repo = (() => {
   }
   return dir;
 })();
+/** Where bundles go: the repo's cache, or (for a user who may not write it: a rootless jail) one of the user's own. */
 export const cacheDir = join(repo, 'node_modules', '.cache', 'build-a-jail');
+const writableCache = () => {
+  try {
+    mkdirSync(cacheDir, { recursive: true });
+    accessSync(cacheDir, constants.W_OK);
+    return cacheDir;
+  } catch {
+    const own = join(tmpdir(), `build-a-jail-bundles-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(own, { recursive: true, mode: 0o700 });
+    return own;
+  }
+};
+
+/**
+ * koffi is a native addon, found at run time through the repo's
+ * node_modules, whatever directory the bundle itself is in: the bundle asks
+ * the repo's own require() for it.
+ */
+const koffiFromRepo = {
+  name: 'koffi-from-repo',
+  setup(b) {
+    b.onResolve({ filter: /^koffi$/ }, () => ({ path: 'koffi', namespace: 'baj-koffi' }));
+    b.onLoad({ filter: /.*/, namespace: 'baj-koffi' }, () => ({
+      contents: `import { createRequire } from 'node:module'; export default createRequire(${JSON.stringify(join(repo, 'package.json'))})('koffi');`,
+      loader: 'js',
+    }));
+  },
+};
 
 let stamp;
 function sourceStamp() {
@@ -45,25 +75,29 @@ export const bundleName = (entry) => `${basename(dirname(entry))}-${basename(ent
 
 /** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
 export async function bundled(entry) {
-  const out = join(cacheDir, `${bundleName(entry)}-${sourceStamp()}.mjs`);
+  const name = `${bundleName(entry)}-${sourceStamp()}.mjs`;
+  if (existsSync(join(cacheDir, name))) return join(cacheDir, name);
+  const dir = writableCache();
+  const out = join(dir, name);
   if (existsSync(out)) return out;
-  mkdirSync(cacheDir, { recursive: true });
   const tmp = `${out}.${process.pid}.tmp.mjs`;
-  const { build } = await import('esbuild');
+  // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
+  const { build } = createRequire(join(repo, 'package.json'))('esbuild');
   await build({
     entryPoints: [entry],
     bundle: true,
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    external: ['koffi', 'esbuild'],
+    external: ['esbuild'],
+    plugins: [koffiFromRepo],
     outfile: tmp,
     logLevel: 'error',
     // some bundled CommonJS packages call require(): give ESM one
-    banner: { js: "import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url);" },
+    banner: { js: `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url); globalThis.__bajRepo = ${JSON.stringify(repo)};` },
   });
   renameSync(tmp, out);
-  pruneStale(bundleName(entry), out);
+  pruneStale(dir, bundleName(entry), out);
   return out;
 }
 
@@ -72,10 +106,10 @@ export async function bundled(entry) {
  * younger than a few minutes may still be about to start (a jail's init), so
  * it stays until a later build.
  */
-function pruneStale(name, keep) {
+function pruneStale(dir, name, keep) {
   const pattern = new RegExp(`^${name}-[0-9a-f]{12}\\.mjs$`);
-  for (const f of readdirSync(cacheDir)) {
-    const path = join(cacheDir, f);
+  for (const f of readdirSync(dir)) {
+    const path = join(dir, f);
     try {
       if (pattern.test(f) && path !== keep && Date.now() - statSync(path).mtimeMs > 10 * 60_000) rmSync(path);
     } catch {}

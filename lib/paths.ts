@@ -6,6 +6,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 function findRepo(): string {
+  // a bundle says where it was made from: it may run from outside the repo
+  const told = (globalThis as { __bajRepo?: string }).__bajRepo;
+  if (told) return told;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = join(dir, 'package.json');

@@ -1,7 +1,7 @@
 // Where the workshop keeps what it makes. Never under the repo, which in the
 // VM is a synced folder (no device nodes, no ownership, slow).
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync } from 'node:fs';
 
 export const jailHome = (): string => process.env.JAIL_HOME || '/var/lib/build-a-jail';
 export const jailCache = (): string => process.env.JAIL_CACHE || '/var/cache/build-a-jail';
@@ -20,6 +20,19 @@ export const PREFIX = 'baj';
 export function ensureDir(dir: string, mode = 0o755): string {
   mkdirSync(dir, { recursive: true, mode });
   return dir;
+}
+
+/**
+ * A directory above what a user-namespaced jail writes. Through an idmapped
+ * mount the jail's root writes files owned by uid 0 on disk, setuid ones too:
+ * no host user may reach them. 0710 with the jail range's group: the jail's
+ * own root may cross it (its mounts are made as that uid), nobody else but
+ * root. (Docker does the same with its userns-remap root.)
+ */
+export function guardFromHostUsers(dir: string, jailGid: number): void {
+  ensureDir(dir);
+  chownSync(dir, 0, jailGid);
+  chmodSync(dir, 0o710);
 }
 
 /** Whether a process exists (EPERM: it does, but is not ours to signal). */

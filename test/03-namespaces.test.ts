@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as assert from 'uvu/assert';
+import { rootfsDir } from '../lib/state.ts';
 import { jailSuite, runStep, sh } from './helpers.ts';
 
 const test = jailSuite('step 03: namespaces');
@@ -70,7 +71,15 @@ test('--user: uid 0 inside is a non-zero uid outside, and cannot write a root-ow
 });
 
 test('--user works without root: a rootless jail', async () => {
-  const r = sh(`cd ${process.cwd()} && JAIL_QUIET=1 setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} bin/step.mjs 3 --user --mount --pid --uts --hostname rootless -- sh -c 'id -u; hostname; cat /proc/self/uid_map'`);
+  // a rootfs the user can reach: the workshop's own sits behind a directory only jails' roots may cross (step 08)
+  const dir = sh('mktemp -d /tmp/baj-rootless-XXXXXX').stdout.trim();
+  sh(`cp -a ${rootfsDir('busybox')} ${dir}/rootfs && chmod 755 ${dir}`);
+  let r;
+  try {
+    r = sh(`cd ${process.cwd()} && JAIL_QUIET=1 setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} bin/step.mjs 3 --user --mount --pid --uts --hostname rootless --rootfs ${dir}/rootfs -- sh -c 'id -u; hostname; cat /proc/self/uid_map'`);
+  } finally {
+    sh(`rm -rf ${dir}`);
+  }
   assert.is(r.code, 0, r.stderr);
   const [uid, hostname, map] = r.stdout.trim().split('\n');
   assert.is(uid, '0');

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, lchownSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { bundled } from '../../lib/bundle.mjs';
 import { JailError } from '../../lib/errors.ts';
@@ -17,7 +17,7 @@ import { repoPath } from '../../lib/paths.ts';
 import { requireTools } from '../../lib/preflight.ts';
 import { listPids } from '../../lib/proc.ts';
 import type { JailHook } from '../../lib/spec.ts';
-import { ensureDir, isAlive, jailHome } from '../../lib/state.ts';
+import { ensureDir, guardFromHostUsers, isAlive, jailHome } from '../../lib/state.ts';
 import type { IdRange, IdRanges } from '../03-namespaces/idrange.ts';
 
 const run = promisify(execFile);
@@ -42,6 +42,8 @@ export function userNamespaceRootfs(ranges: IdRanges): JailHook {
   return {
     name: 'userns-rootfs',
     async prepare(spec) {
+      // what the jail writes through the idmapped mount is root's on disk: keep host users out of it
+      if (dirname(spec.rootfs).startsWith(jailHome() + '/')) guardFromHostUsers(dirname(spec.rootfs), ranges.gid.base);
       // a forced fallback is known in advance: build the copy before the jail exists
       if (idmapForbidden()) copy = await shiftedCopy(spec.rootfs, ranges);
     },
