@@ -1,16 +1,18 @@
-// npm run clean, step 09's images part: what a killed commit, import or
-// export left. Work in progress lives in the store's tmp/ as <op>-<pid>-<n>
-// (a layer being copied or extracted), and an export's half-made DIR.tmp-PID
-// sits beside its target, with a note in tmp/ (output-<pid>-<n>) saying
-// where. Each belongs to a PID; only a dead PID's leftovers go. Then the
-// layers that no image lists and no jail stands on (a commit or import
-// killed between moving its layers in and writing its image), if no store
-// operation is under way right now.
+// npm run clean, step 09's part. First the jails' dirs (overlay.ts): those
+// of jails whose launcher was killed and that were not kept. Then what a
+// killed commit, import or export left: work in progress lives in the
+// store's tmp/ as <op>-<pid>-<n> (a layer being copied or extracted), and
+// an export's half-made DIR.tmp-PID sits beside its target, with a note in
+// tmp/ (output-<pid>-<n>) saying where. Each belongs to a PID; only a dead
+// PID's leftovers go. Last the layers that no image lists and no jail
+// stands on (a commit or import killed between moving its layers in and
+// writing its image), if no store operation is under way right now.
 import { closeSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../../lib/libc.ts';
 import { isAlive } from '../../lib/state.ts';
 import { OUTPUT_NOTE } from './atomic-dir.ts';
+import { cleanJailDirs } from './overlay.ts';
 import { removeUnusedLayers, storeDir, tmpDir } from './store.ts';
 
 /** `<op>-<pid>-<n>` -> pid */
@@ -84,7 +86,8 @@ function removeOrphanLayers(): string[] {
 }
 
 export async function clean(): Promise<string[]> {
-  const said: string[] = [];
+  // jails first: a layer that only a dead jail stood on is unused once its dir is gone
+  const said = cleanJailDirs();
   const half = [...removeHalfMade(), ...removeHalfWrittenImages()];
   if (half.length) said.push(`removed the half-made ${half.join(' ')}`);
   const layers = removeOrphanLayers();

@@ -27,9 +27,15 @@ export interface OverlayRoot {
 
 export type LayeredSpec = HardenedSpec & { overlay: OverlayRoot };
 
-/** The option string of `mount -t overlay`. Layer paths hold no ':' or ',' (store.ts names them sha256-HEX). */
+/**
+ * The option string of `mount -t overlay`. Layer paths hold no ':' or ','
+ * (store.ts names them sha256-HEX). A renamed directory or a chmod must land
+ * in the upper as a plain copy, which commit can turn into a layer: so no
+ * redirect_dir and no metacopy (a kernel may default them on; userxattr
+ * rules them out by itself).
+ */
 export function overlayOptions(o: OverlayRoot): string {
-  return [`lowerdir=${o.lower.join(':')}`, `upperdir=${o.upper}`, `workdir=${o.work}`, ...(o.userxattr ? ['userxattr'] : [])].join(',');
+  return [`lowerdir=${o.lower.join(':')}`, `upperdir=${o.upper}`, `workdir=${o.work}`, ...(o.userxattr ? ['userxattr'] : ['redirect_dir=off', 'metacopy=off'])].join(',');
 }
 
 /**
