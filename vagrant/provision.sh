@@ -73,6 +73,19 @@ if [ "$(node_major)" -lt 20 ]; then
 fi
 echo "provision: node $(node --version), npm $(npm --version)"
 
+# A jail's init starts inside its new user namespace before its ID maps
+# exist: it reaches the repo (its bundle, koffi) as an unprivileged stranger.
+# Debian 12 makes home directories 0700; let others cross (not list) every
+# directory above the repo.
+d="$repo"
+while [ "$d" != "/" ]; do
+  d=$(dirname "$d")
+  if [ -n "$(find "$d" -maxdepth 0 ! -perm -o=x)" ]; then
+    echo "provision: chmod o+x $d (so a jail's init can reach the repo)"
+    chmod o+x "$d"
+  fi
+done
+
 # The project's packages, exactly as locked.
 cd "$repo"
 if [ ! -d node_modules ] || ! npm ls --omit=optional >/dev/null 2>&1; then

@@ -209,7 +209,11 @@ export function requireRootfs(dir: string): string {
   let isDir = false;
   try {
     isDir = statSync(dir).isDirectory();
-  } catch {}
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') {
+      throw new JailError(`rootfs ${dir} is out of your reach (permission denied on the way to it)`, 'the workshop keeps its rootfs trees for root and the jails only (step 08): copy one you may read, e.g. sudo cp -a DIR /tmp/mine && sudo chown -R $USER /tmp/mine, and pass --rootfs /tmp/mine');
+    }
+  }
   if (!isDir) {
     throw new JailError(`rootfs ${dir} does not exist`, 'build one first: sudo npm run step 1 (or step 1 -- --debian), or pass --rootfs DIR');
   }
