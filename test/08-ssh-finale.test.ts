@@ -5,10 +5,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { jailHome } from '../lib/state.ts';
+import { listPids } from '../lib/proc.ts';
+import { isAlive, jailHome, runDir } from '../lib/state.ts';
 import { capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
 import { sshCommand } from '../steps/07-ssh-demo/sshd.ts';
-import { hostState, isRoot, jailSuite, runStep, sh } from './helpers.ts';
+import { isRoot, jailSuite, runStep, sh } from './helpers.ts';
 
 const env = { JAIL_QUIET: '1' };
 const test = jailSuite('step 08: the locked ssh finale', { afterEach: () => runStep(8, ['--ssh', '--stop'], { env }) });
@@ -88,10 +89,30 @@ test("every escape of the lab that a shell can try fails from the login", async 
   }
 });
 
+/** Every descendant of a process, by walking /proc's parent links. */
+function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const pid of listPids()) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      parent.set(pid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {}
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [child, pp] of parent) if (pp === p) out.push(child), walk(child);
+  };
+  walk(root);
+  return out;
+}
+
 test('--stop ends sshd, the locked jail and every session; nothing of it is left', async () => {
   await up();
+  const launcher = Number(readFileSync(join(runDir(), 'ssh-demo.pid'), 'utf8'));
+  const jail = descendants(launcher);
+  assert.ok(jail.length >= 3, `the launcher's processes: ${jail}`);
   assert.is((await runStep(8, ['--ssh', '--stop'], { env })).code, 0);
-  assert.equal(hostState().jailProcesses, []);
+  assert.equal([launcher, ...jail].filter(isAlive), [], 'the launcher, the init, sshd and the sessions are gone');
   assert.not.ok(ssh('true', ['-o', 'ConnectTimeout=1']).status === 0, 'nobody answers on 23322');
 });
 
