@@ -1,7 +1,7 @@
 // Where the workshop keeps what it makes. Never under the repo, which in the
 // VM is a synced folder (no device nodes, no ownership, slow).
 import { join } from 'node:path';
-import { chmodSync, chownSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync } from 'node:fs';
 
 export const jailHome = (): string => process.env.JAIL_HOME || '/var/lib/build-a-jail';
 export const jailCache = (): string => process.env.JAIL_CACHE || '/var/cache/build-a-jail';
@@ -33,6 +33,15 @@ export function guardFromHostUsers(dir: string, jailGid: number): void {
   ensureDir(dir);
   chownSync(dir, 0, jailGid);
   chmodSync(dir, 0o710);
+}
+
+/** The names in a directory; none if it does not exist (yet). */
+export function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 /** Whether a process exists (EPERM: it does, but is not ours to signal). */

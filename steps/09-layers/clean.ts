@@ -7,10 +7,10 @@
 // PID's leftovers go. Last the layers that no image lists and no jail
 // stands on (a commit or import killed between moving its layers in and
 // writing its image), if no store operation is under way right now.
-import { closeSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../../lib/libc.ts';
-import { isAlive } from '../../lib/state.ts';
+import { isAlive, listDir } from '../../lib/state.ts';
 import { OUTPUT_NOTE } from './atomic-dir.ts';
 import { cleanJailDirs } from './overlay.ts';
 import { removeUnusedLayers, storeDir, tmpDir } from './store.ts';
@@ -22,12 +22,7 @@ const ownerOf = (entry: string): number | undefined => {
 };
 
 function removeHalfMade(): string[] {
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(tmpDir());
-  } catch {
-    return [];
-  }
+  const entries = listDir(tmpDir());
   const removed: string[] = [];
   for (const entry of entries) {
     const pid = ownerOf(entry);
@@ -51,12 +46,7 @@ function removeHalfMade(): string[] {
 
 /** An image file being written is <name>.json.tmp-<pid> until its rename. */
 function removeHalfWrittenImages(): string[] {
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(storeDir());
-  } catch {
-    return [];
-  }
+  const entries = listDir(storeDir());
   const half = entries.filter((e) => {
     const m = /\.json\.tmp-(\d+)$/.exec(e);
     return m && Number(m[1]) !== process.pid && !isAlive(Number(m[1]));

@@ -21,7 +21,7 @@ import { explain, heading, showCommand, warn } from '../../lib/output.ts';
 import { requireTools } from '../../lib/preflight.ts';
 import { processStart } from '../../lib/proc.ts';
 import type { JailHook } from '../../lib/spec.ts';
-import { ensureDir, isAlive } from '../../lib/state.ts';
+import { ensureDir, isAlive, listDir } from '../../lib/state.ts';
 import type { IdRange, IdRanges } from '../03-namespaces/idrange.ts';
 import { bindInJail, idmapForbidden, idmapInPlace, shiftedCopy, shiftedDir } from '../08-hardening/userns.ts';
 import { overlayOptions, type OverlayRoot } from './overlay-mount.ts';
@@ -185,12 +185,7 @@ export function removeJailDir(jail: string): string {
  * Kept jails stay: they wait for commit, or for rm.
  */
 export function cleanJailDirs(): string[] {
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(overlayRoot());
-  } catch {
-    return [];
-  }
+  const entries = listDir(overlayRoot());
   const removed: string[] = [];
   for (const entry of entries) {
     const path = join(overlayRoot(), entry);
@@ -221,12 +216,7 @@ export function cleanJailDirs(): string[] {
  * running one does (rmi refuses a layer a jail.json names).
  */
 function removeOrphanLayerCopies(): string[] {
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(shiftedDir());
-  } catch {
-    return [];
-  }
+  const entries = listDir(shiftedDir());
   const used = new Set(listJails().flatMap((j) => j.layers ?? []));
   const removed: string[] = [];
   for (const entry of entries) {
