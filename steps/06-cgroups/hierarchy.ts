@@ -124,14 +124,30 @@ export function createCgroup(cg: JailCgroup): void {
   else createCgroupV1(cg);
 }
 
+/**
+ * The shared parent may vanish between our mkdirs (the last jail leaving
+ * removes it): then the leaf's mkdir finds no parent (ENOENT), and both are
+ * made again, once.
+ */
+function withParent(make: () => void): void {
+  try {
+    make();
+  } catch (err) {
+    if (!(err instanceof JailError) || !err.message.includes('ENOENT')) throw err;
+    make();
+  }
+}
+
 /** v2: mkdir the parent and the leaf, switching the controllers on in each parent on the way. */
 function createCgroupV2(cg: JailCgroup): void {
   const names = unique(cg.controllers.map((c) => V2_NAME[c]).filter((n): n is string => !!n));
   const parent = workshopDir(cg.tree, 'cpu');
   enableControllers(CGROUP_ROOT, names);
-  makeCgroupDir(parent);
-  enableControllers(parent, names);
-  makeCgroupDir(leafDir(cg, 'cpu'), cg.name);
+  withParent(() => {
+    makeCgroupDir(parent);
+    enableControllers(parent, names);
+    makeCgroupDir(leafDir(cg, 'cpu'), cg.name);
+  });
 }
 
 /**
@@ -168,9 +184,11 @@ function createCgroupV1(cg: JailCgroup): void {
     const parent = join(root, WORKSHOP_CGROUP);
     const leaf = join(parent, cg.name);
     const cpuset = cg.tree.roots.cpuset === root; // also when co-mounted with a controller we use
-    makeCgroupDir(parent);
-    if (cpuset) inheritCpuset(parent, root, ['cpuset.cpus', 'cpuset.mems']);
-    makeCgroupDir(leaf, cg.name);
+    withParent(() => {
+      makeCgroupDir(parent);
+      if (cpuset) inheritCpuset(parent, root, ['cpuset.cpus', 'cpuset.mems']);
+      makeCgroupDir(leaf, cg.name);
+    });
     // --cpuset writes the leaf's CPUs itself (pinCpus); the memory nodes always come from the parent.
     if (cpuset) inheritCpuset(leaf, parent, cg.controllers.includes('cpuset') ? ['cpuset.mems'] : ['cpuset.cpus', 'cpuset.mems']);
   }
@@ -197,6 +215,8 @@ function makeCgroupDir(dir: string, jailName?: string): void {
   try {
     mkdirSync(dir);
   } catch (err) {
+    // two jails starting at once may both make the shared parent: the second finds it made
+    if (!jailName && (err as NodeJS.ErrnoException).code === 'EEXIST') return;
     throw new JailError(`could not make the cgroup ${dir}: ${(err as Error).message}`, hintFor(err));
   }
 }
