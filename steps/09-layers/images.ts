@@ -100,8 +100,8 @@ export async function rmiCommand(name: string): Promise<number> {
   checkImageName(name);
   heading(`Removing image ${name}`);
   explain('The name goes first; a layer only once no image lists it and no jail stands on it.');
+  const gone = await removeImage(name); // refuses (and says why) before anything is removed
   showCommand(`rm ${storeDir()}/${name}.json`);
-  const gone = await removeImage(name);
   for (const id of gone) showCommand(`rm -r ${layerDir(id)}`);
   ok(gone.length ? `removed ${name} and ${gone.length} layer${gone.length === 1 ? '' : 's'} no other image uses` : `removed ${name}; its layers stay: ${colour.dim('other images use them')}`);
   return 0;

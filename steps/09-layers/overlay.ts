@@ -15,6 +15,7 @@
 // Where idmapped mounts are missing: a chowned copy of each layer (step 08's
 // fallback), and the jail's own dirs chowned into its range.
 import { existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { JailError } from '../../lib/errors.ts';
 import { explain, heading, showCommand, warn } from '../../lib/output.ts';
@@ -142,15 +143,19 @@ export function overlayHook(jail: OverlayJail, ranges: IdRanges | undefined): Ja
       requireTools('nsenter');
       heading('The layers, for a root that is not root');
       explain("the overlay mount itself cannot be idmapped (EINVAL), and host root cannot mount one over an idmapped upper (its uid 0 is not in the jail's map):");
-      explain("so host root idmaps the layers (read-only) and the jail's dir in place, and the jail's own root mounts the overlay on them, with userxattr");
-      if (!idmapForbidden()) {
+      explain("so host root idmaps the layers (read-only) and the jail's dir in place, or falls back to chowned copies; the jail's own root mounts the overlay on them, with userxattr");
+      // idmapped layers under overlayfs came in Linux 5.19 (idmapped mounts themselves in 5.12)
+      const [major = 0, minor = 0] = release().split('.').map(Number);
+      const tooOld = major < 5 || (major === 5 && minor < 19);
+      if (!idmapForbidden() && tooOld) warn(`Linux ${release()} cannot stack an overlay on idmapped layers (5.19+): using chowned copies of the layers instead`);
+      if (!idmapForbidden() && !tooOld) {
         const why = await idmapInPlace(initPid, [...lower.map((path) => ({ path, readOnly: true })), { path: p.dir }]);
         if (!why) {
           explain(`idmapped: uid 0 on disk is uid 0 in the jail (host uid ${ranges.uid.base}); the layers on disk are untouched, and the upper's files are owned by 0 on disk too`);
           return;
         }
         warn(`no idmapped mounts here (${why}): using chowned copies of the layers instead`);
-      } else {
+      } else if (idmapForbidden()) {
         explain('idmapped mounts: not used (JAIL_NO_IDMAP=1, as on a kernel older than 5.12 or a filesystem without them)');
       }
       const shifted = await makeCopies();
