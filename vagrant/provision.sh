@@ -20,9 +20,10 @@ fi
 #   openssh-client                    step 07: log in to the jail
 #   libseccomp2 libcap2-bin           step 08: libseccomp.so.2 builds the seccomp filter (through koffi);
 #                                     capsh --decode reads the capability masks in /proc/PID/status
-#   skopeo attr                       step 09: skopeo reads and copies the OCI images we export (the tests
+#   skopeo attr jq python3                       step 09: skopeo reads and copies the OCI images we export (the tests
 #                                     check our layouts with it), getfattr shows overlayfs's opaque xattr;
 #                                     runc (below) runs the bundles step 09 exports
+#   jq python3                        step 09's exercises: read OCI JSON, craft a tar by hand
 #   bubblewrap runc hyperfine         bench/: the tools a learner could use instead
 #   qemu-system-x86 cpio kmod         npm run test:vm: a pure cgroup v2 kernel for step 06's tests
 packages=(
