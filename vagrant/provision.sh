@@ -20,7 +20,7 @@ fi
 #   openssh-client                    step 07: log in to the jail
 #   libseccomp2 libcap2-bin           step 08: libseccomp.so.2 builds the seccomp filter (through koffi);
 #                                     capsh --decode reads the capability masks in /proc/PID/status
-#   skopeo attr jq python3                       step 09: skopeo reads and copies the OCI images we export (the tests
+#   skopeo attr                       step 09: skopeo reads and copies the OCI images we export (the tests
 #                                     check our layouts with it), getfattr shows overlayfs's opaque xattr;
 #                                     runc (below) runs the bundles step 09 exports
 #   jq python3                        step 09's exercises: read OCI JSON, craft a tar by hand
@@ -31,7 +31,7 @@ packages=(
   iproute2 iptables nftables iputils-ping
   openssh-client ca-certificates curl xz-utils
   libseccomp2 libcap2-bin
-  skopeo attr
+  skopeo attr jq python3
   bubblewrap runc hyperfine
   qemu-system-x86 cpio kmod
 )
