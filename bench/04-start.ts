@@ -7,15 +7,14 @@
 // Aim: `npm run step 4` less npm's own start (`npm -v`) within 2.5x
 // `node -e 0`; the ratio to runc beside it.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, usage } from '../lib/cli.ts';
 import { JailError, runMain } from '../lib/errors.ts';
-import { requireRoot, requireTools, which } from '../lib/preflight.ts';
+import { requireRoot, requireTools } from '../lib/preflight.ts';
 import { buildBusyboxRootfs } from '../steps/01-rootfs/rootfs.ts';
-import { exitIfInterrupted, median, pool, printTable, scratchDir, timeCommands, type Command } from './measure.ts';
+import { exitIfInterrupted, median, pool, printTable, rivalCommands, scratchDir, timeCommands, type Command } from './measure.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
@@ -23,19 +22,6 @@ const flags = {
   runs: { type: 'string', value: 'N', help: 'runs of each command per round (default 10)' },
   rounds: { type: 'string', value: 'N', help: 'rounds (default 3)' },
 } as const;
-
-/** An OCI bundle for runc: `runc spec`'s defaults, no terminal, /bin/true, our rootfs. */
-function makeRuncBundle(bundle: string, rootfs: string): void {
-  mkdirSync(bundle);
-  const r = spawnSync('runc', ['spec', '--bundle', bundle], { encoding: 'utf8' });
-  if (r.status !== 0) throw new JailError(`runc spec failed: ${r.stderr.trim()}`);
-  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
-  config.process.terminal = false;
-  config.process.args = ['/bin/true'];
-  config.root = { path: rootfs, readonly: true }; // runc bind-mounts it, as the jail does
-  config.hostname = 'jail';
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
-}
 
 await runMain(async () => {
   const args = parseArgs(process.argv.slice(2), flags);
@@ -63,16 +49,8 @@ await runMain(async () => {
     { name: 'jail: npm run step 4', argv: ['npm', 'run', '--silent', 'step', '4', '--', '--rootfs', rootfs, '--', '/bin/true'] },
     { name: 'npm -v', argv: ['npm', '-v'] },
     { name: 'jail: node bin/step.mjs 4', argv: [process.execPath, 'bin/step.mjs', '4', '--rootfs', rootfs, '--', '/bin/true'] },
-    { name: 'unshare --root', argv: ['unshare', '--fork', '--pid', '--mount', '--uts', '--ipc', '--net', '--root', rootfs, '/bin/true'] },
   ];
-  if (which('bwrap')) {
-    // bwrap's own /dev is the same minimal one; it cannot mount sysfs, so /sys is the host's, read-only
-    commands.push({ name: 'bwrap', argv: ['bwrap', '--unshare-uts', '--unshare-pid', '--unshare-ipc', '--unshare-net', '--bind', rootfs, '/', '--proc', '/proc', '--dev', '/dev', '--ro-bind', '/sys', '/sys', '--hostname', 'jail', '/bin/true'] });
-  } else console.log('(no bwrap: sudo apt-get install bubblewrap)');
-  if (which('runc')) {
-    makeRuncBundle(join(dir, 'runc'), rootfs);
-    commands.push({ name: 'runc run', argv: ['runc', '--root', runcState, 'run', '--bundle', join(dir, 'runc'), runcId] });
-  } else console.log('(no runc: sudo apt-get install runc)');
+  commands.push(...rivalCommands(rootfs, dir, { id: runcId, state: runcState }));
   commands.push(
     { name: 'node --import tsx -e 0', argv: [process.execPath, '--import', 'tsx', '-e', '0'] },
     { name: 'node -e 0', argv: [process.execPath, '-e', '0'] },

@@ -4,7 +4,7 @@
 // busy with other work, and a median ignores the slow outliers that busy
 // periods cause.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -66,7 +66,7 @@ export interface Command {
  * them (no shell in between: -N); without hyperfine, a plain spawnSync loop.
  * Every command must succeed, or the whole measurement stops.
  */
-export function timeCommands(commands: Command[], runs: number, opts: { warmup?: number; cwd?: string; env?: NodeJS.ProcessEnv; scratch: string }): Map<string, number[]> {
+export function timeCommands(commands: Command[], runs: number, opts: { warmup?: number; cwd?: string; env?: NodeJS.ProcessEnv; scratch: string; progressTo?: 'stdout' | 'stderr' }): Map<string, number[]> {
   const warmup = opts.warmup ?? 1;
   const env = { ...process.env, ...opts.env };
   const result = new Map<string, number[]>();
@@ -87,12 +87,45 @@ export function timeCommands(commands: Command[], runs: number, opts: { warmup?:
   const json = join(opts.scratch, 'hyperfine.json');
   const args = ['-N', '--style', 'basic', '--warmup', String(warmup), '--runs', String(runs), '--export-json', json];
   for (const c of commands) args.push('--command-name', c.name, c.argv.join(' '));
-  const r = spawnSync('hyperfine', args, { cwd: opts.cwd, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // hyperfine's progress goes to our stdout, or to stderr when stdout is kept for a report (bench/claims.ts)
+  const r = spawnSync('hyperfine', args, { cwd: opts.cwd, env, stdio: ['ignore', opts.progressTo === 'stderr' ? 2 : 'inherit', 'inherit'] });
   exitIfInterrupted(r.signal);
   if (r.status !== 0) throw new JailError(`hyperfine failed (exit ${r.status})`, 'run the failing command by hand to see its error');
   const report = JSON.parse(readFileSync(json, 'utf8')) as { results: { command: string; times: number[] }[] };
   for (const res of report.results) result.set(res.command, res.times.map((s) => s * 1000));
   return result;
+}
+
+/** An OCI bundle for runc: `runc spec`'s defaults, no terminal, /bin/true, our rootfs. */
+export function makeRuncBundle(bundle: string, rootfs: string): void {
+  mkdirSync(bundle);
+  const r = spawnSync('runc', ['spec', '--bundle', bundle], { encoding: 'utf8' });
+  if (r.status !== 0) throw new JailError(`runc spec failed: ${r.stderr.trim()}`);
+  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+  config.process.terminal = false;
+  config.process.args = ['/bin/true'];
+  config.root = { path: rootfs, readonly: true }; // runc bind-mounts it, as the jail does
+  config.hostname = 'jail';
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
+}
+
+/**
+ * What a learner could start /bin/true in `rootfs` with instead of a jail:
+ * unshare, and bwrap and runc where installed (a line says how to get the
+ * missing ones). runc's bundle is made in `dir`/runc; its container is
+ * `runc.id`, its state under `runc.state` (delete it there if interrupted).
+ */
+export function rivalCommands(rootfs: string, dir: string, runc: { id: string; state: string }, say: (line: string) => void = console.log): Command[] {
+  const commands: Command[] = [{ name: 'unshare --root', argv: ['unshare', '--fork', '--pid', '--mount', '--uts', '--ipc', '--net', '--root', rootfs, '/bin/true'] }];
+  if (which('bwrap')) {
+    // bwrap's own /dev is the same minimal one; it cannot mount sysfs, so /sys is the host's, read-only
+    commands.push({ name: 'bwrap', argv: ['bwrap', '--unshare-uts', '--unshare-pid', '--unshare-ipc', '--unshare-net', '--bind', rootfs, '/', '--proc', '/proc', '--dev', '/dev', '--ro-bind', '/sys', '/sys', '--hostname', 'jail', '/bin/true'] });
+  } else say('(no bwrap: sudo apt-get install bubblewrap)');
+  if (which('runc')) {
+    makeRuncBundle(join(dir, 'runc'), rootfs);
+    commands.push({ name: 'runc run', argv: ['runc', '--root', runc.state, 'run', '--bundle', join(dir, 'runc'), runc.id] });
+  } else say('(no runc: sudo apt-get install runc)');
+  return commands;
 }
 
 /** Appends b's timings to a's, per name: rounds of measurements pooled into one sample. */
