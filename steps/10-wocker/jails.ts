@@ -1,0 +1,178 @@
+// The daemon's verbs on jails, each a few lines over the records on disk
+// (records.ts) and the jail's shim (shim.ts). The daemon holds no jail in
+// memory: every answer is read from the disk at the moment it is asked,
+// so a daemon started again after a SIGKILL knows what the old one knew.
+//   create  a record, then a detached shim; wait until it says running (or why not)
+//   stop    SIGTERM to the shim: its launcher stops the jail and unwinds everything
+//   remove  the record, once the jail is gone
+//   exec    forwarded to the shim's socket, which forwards it to PID 1
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { request } from 'node:http';
+import { bundled } from '../../lib/bundle.mjs';
+import { repoPath } from '../../lib/paths.ts';
+import { BUILTIN_NAMES, imageExists } from '../09-layers/store.ts';
+import { ApiError, type JailRequest } from './api.ts';
+import { createRecord, listIds, logPath, readState, removeRecord, shimAlive, shimSocket, viewOf, type JailView } from './records.ts';
+
+/** A jail starting costs a Node start of its shim and of its init: at most this many at once, the rest wait. */
+export const MAX_CREATING = 4;
+/** The launcher gives PID 1 3 s after SIGTERM, then SIGKILL; then it unwinds the network, cgroup and overlay (20 at once on 2 cores: many seconds). */
+const STOP_WAIT_MS = 60_000;
+const START_WAIT_MS = 120_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `probe` is truthy, or the time is up (then undefined). */
+async function until<T>(probe: () => T | undefined, ms: number, every = 50): Promise<T | undefined> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > deadline) return undefined;
+    await sleep(every);
+  }
+}
+
+/** A counting semaphore: the bound on creations at once. */
+class Slots {
+  #free: number;
+  #waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async take(): Promise<void> {
+    if (this.#free > 0) return void this.#free--;
+    await new Promise<void>((r) => this.#waiting.push(r));
+  }
+  give(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+const creating = new Slots(MAX_CREATING);
+
+export function listJails(): JailView[] {
+  return listIds().flatMap((id) => viewOf(id) ?? []);
+}
+
+/** One jail's view; 404 for an id that names no record. */
+export function jailView(id: string): JailView {
+  const view = viewOf(id);
+  if (!view) throw new ApiError(404, `no jail ${id}`);
+  return view;
+}
+
+/** The shim, started detached with its log as stdout and stderr: it outlives the daemon. */
+async function startShim(id: string): Promise<void> {
+  const shim = await bundled(repoPath('steps/10-wocker/shim.ts'));
+  const log = openSync(logPath(id), 'a', 0o600);
+  try {
+    const child = spawn(process.execPath, [shim, id], { detached: true, cwd: '/', stdio: ['ignore', log, log], env: { ...process.env, JAIL_QUIET: '1' } });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', reject);
+    });
+    child.unref();
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** Until the shim says running or exited; a jail that never ran is the shim's sentence, as an error. */
+async function waitStarted(id: string): Promise<void> {
+  const state = await until(() => {
+    const s = readState(id);
+    if (s?.status === 'running' || s?.status === 'exited') return s;
+    if (s && !shimAlive(s)) return { ...s, status: 'exited' as const, error: 'the jail\'s shim died while starting it' };
+    return undefined;
+  }, START_WAIT_MS);
+  if (!state) throw new ApiError(504, `jail ${id} did not start within ${START_WAIT_MS / 1000} s`);
+  if (state.error) {
+    // a refused flag (exit 2) is the request's fault; anything else is the host's
+    throw new ApiError(state.exitCode === 2 ? 400 : 500, state.error);
+  }
+}
+
+/** POST /jails: nothing is made for a request that fails; a jail that fails to start leaves no record. */
+export async function createJail(req: JailRequest): Promise<string> {
+  if (!imageExists(req.image) && !BUILTIN_NAMES.includes(req.image)) throw new ApiError(404, `no image named ${req.image}; GET /images lists them`);
+  await creating.take();
+  let id: string | undefined;
+  try {
+    id = createRecord(req);
+    await startShim(id);
+    await waitStarted(id);
+    return id;
+  } catch (err) {
+    if (id) {
+      // SIGTERM first: a shim still unwinding (veth, cgroup, overlay) must finish, or they leak
+      const s = readState(id);
+      if (s && shimAlive(s)) process.kill(s.shimPid, 'SIGTERM');
+      if (!(await until(() => !shimAlive(readState(id!)) || undefined, STOP_WAIT_MS))) process.kill(s!.shimPid, 'SIGKILL');
+      removeRecord(id);
+    }
+    throw err;
+  } finally {
+    creating.give();
+  }
+}
+
+const ended = (id: string) => {
+  const v = viewOf(id);
+  return v && v.state === 'exited' && !shimAlive(readState(id)) ? v : undefined;
+};
+
+/** POST /jails/ID/stop: the shim's launcher turns SIGTERM into a graceful stop and unwinds the host. */
+export async function stopJail(id: string): Promise<JailView> {
+  const view = jailView(id);
+  const s = readState(id);
+  if (view.state === 'exited' || !s) return view;
+  try {
+    process.kill(s.shimPid, 'SIGTERM');
+  } catch {}
+  const done = await until(() => ended(id), STOP_WAIT_MS);
+  if (done) return done;
+  // a shim that does not stop: SIGKILL; its jail dies with it (pdeathsig), npm run clean removes the rest
+  try {
+    process.kill(s.shimPid, 'SIGKILL');
+  } catch {}
+  return (await until(() => ended(id), 2000)) ?? jailView(id);
+}
+
+/** DELETE /jails/ID[?force=1]: a running jail only with force, stopped first. */
+export async function removeJail(id: string, force: boolean): Promise<void> {
+  const view = jailView(id);
+  if (view.state !== 'exited') {
+    if (!force) throw new ApiError(409, `jail ${id} is ${view.state}; stop it first, or DELETE /jails/${id}?force=1`);
+    await stopJail(id);
+  }
+  await until(() => !shimAlive(readState(id)) || undefined, 5000);
+  removeRecord(id);
+}
+
+/** POST /jails/ID/exec, through the shim's socket; 409 unless the jail runs. */
+export async function execIn(id: string, cmd: string[]): Promise<{ exitCode: number; output: string }> {
+  const view = jailView(id);
+  if (view.state !== 'running') throw new ApiError(409, `jail ${id} is ${view.state}, not running`);
+  const body = JSON.stringify({ cmd });
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: shimSocket(id), method: 'POST', path: '/exec', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        try {
+          const answer = JSON.parse(text);
+          if (res.statusCode === 200) resolve(answer);
+          else reject(new ApiError(res.statusCode === 400 ? 400 : 500, answer.error ?? `the shim answered ${res.statusCode}`));
+        } catch {
+          reject(new ApiError(500, `the shim of jail ${id} answered something that is not JSON`));
+        }
+      });
+    });
+    req.on('error', (e) => reject(new ApiError(409, `jail ${id} cannot be reached (${(e as NodeJS.ErrnoException).code ?? e.message}); it may be ending`)));
+    req.end(body);
+  });
+}
