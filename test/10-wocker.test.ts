@@ -284,37 +284,17 @@ test('a few hundred malformed requests: every one a 4xx with a JSON error; nothi
 // ---------------------------------------------------------------------------
 // Load
 
-test('20 jails created at once on the bridge: all run, each with its own address, each answers exec', async () => {
-  const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => createJail({ hostname: `load${i}`, net: 'bridge', cmd: ['sleep', '300'] })));
-  const jails = (await api('GET', '/jails')).json as { id: string; state: string; ip: string | null; hostname: string }[];
-  assert.is(jails.length, 20);
-  assert.ok(jails.every((j) => j.state === 'running'), JSON.stringify(jails.map((j) => j.state)));
-  const ips = jails.map((j) => j.ip);
-  assert.ok(ips.every((ip) => ip && /^\d+\.\d+\.\d+\.\d+$/.test(ip)), JSON.stringify(ips));
-  assert.is(new Set(ips).size, 20, 'distinct addresses');
-  await Promise.all(
-    jails.map(async (j) => {
-      const r = await exec(j.id, ['sh', '-c', 'hostname; ip -4 -o addr show eth0 2>/dev/null || ifconfig eth0']);
-      assert.is(r.exitCode, 0, r.output);
-      assert.ok(r.output.startsWith(j.hostname + '\n'), r.output);
-      assert.ok(r.output.includes(j.ip!), `${j.ip} in ${r.output}`);
-    }),
-  );
-  const removed = await Promise.all(ids.map((id) => api('DELETE', `/jails/${id}?force=1`)));
-  assert.ok(removed.every((r) => r.status === 200), JSON.stringify(removed.map((r) => r.text)));
-});
-
 // ---------------------------------------------------------------------------
 // Live-restore
 
 test('a daemon killed with SIGKILL: the next one lists its jails running, exec, stop and rm work; one that ended meanwhile shows its exit code', async () => {
   const ids = await Promise.all([0, 1, 2].map((i) => createJail({ hostname: `live${i}`, cmd: ['sleep', '300'] })));
-  const ender = await createJail({ hostname: 'ender', cmd: ['sh', '-c', 'read x; exit 42'] });
+  const ender = await createJail({ hostname: 'ender', cmd: ['sleep', '300'] });
   await stopDaemon(daemon, 'SIGKILL');
   assert.ok(existsSync(SOCK), 'a SIGKILLed daemon leaves its socket');
-  // while no daemon runs, the ender's command ends: exec it... from outside, through its shim
+  // while no daemon runs, the ender's command ends: SIGTERM to its PID 1, from the host
   const enderState = JSON.parse(readFileSync(join(home, 'run/wocker/jails', ender, 'state.json'), 'utf8'));
-  process.kill(enderState.initPid, 'SIGTERM'); // PID 1 forwards it to sh, which dies of it
+  process.kill(enderState.initPid, 'SIGTERM'); // PID 1 forwards it to sleep, which dies of it: 128+15
   daemon = await startDaemon(); // the stale socket is taken over
   for (const id of ids) {
     const v = await view(id);

@@ -46,15 +46,18 @@ function receiveGo(): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = (socket = new Socket({ fd: HANDSHAKE_FD, readable: true, writable: false }));
     let buf = '';
-    sock.on('data', (d) => {
+    const gone = () => reject(new Error('the launcher went away before the jail started'));
+    const onData = (d: Buffer) => {
       buf += d;
-      if (buf.includes('go\n')) {
-        sock.pause();
-        sock.unref();
-        resolve();
-      }
-    });
-    sock.on('end', () => reject(new Error('the launcher went away before the jail started')));
+      if (!buf.includes('go\n')) return;
+      // done listening: a later reader (step 10's exec) gets the channel to itself
+      sock.off('data', onData).off('end', gone).off('error', reject);
+      sock.pause();
+      sock.unref();
+      resolve();
+    };
+    sock.on('data', onData);
+    sock.on('end', gone);
     sock.on('error', reject);
   });
 }

@@ -66,9 +66,6 @@ function execOne(id: number, argv: string[], env: Record<string, string>): void 
 /** Starts listening for exec requests; returns the reaper's callback for superviseTarget's onReaped. */
 export function serveExec(defaultEnv: Record<string, string>): (pid: number, status: number) => void {
   const channel = launcherChannel();
-  // the handshake's listener still waits for "go" and pauses the channel at
-  // every chunk it sees: only the first exec would ever be read
-  channel.removeAllListeners('data');
   let buf = '';
   channel.on('data', (d) => {
     buf += d;
