@@ -73,6 +73,9 @@ function sourceStamp() {
 /** The bundle's name: the step's directory and the entry, e.g. 04-pivot-root-init. */
 export const bundleName = (entry) => `${basename(dirname(entry))}-${basename(entry).replace(/\.ts$/, '')}`;
 
+/** Builds under way in this process, by output path: callers at the same moment (a daemon starting jails) share one. */
+const building = new Map();
+
 /** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
 export async function bundled(entry) {
   const name = `${bundleName(entry)}-${sourceStamp()}.mjs`;
@@ -80,6 +83,11 @@ export async function bundled(entry) {
   const dir = writableCache();
   const out = join(dir, name);
   if (existsSync(out)) return out;
+  if (!building.has(out)) building.set(out, buildInto(entry, dir, out).finally(() => building.delete(out)));
+  return building.get(out);
+}
+
+async function buildInto(entry, dir, out) {
   const tmp = `${out}.${process.pid}.tmp.mjs`;
   // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
   const { build } = createRequire(join(repo, 'package.json'))('esbuild');

@@ -284,6 +284,26 @@ test('a few hundred malformed requests: every one a 4xx with a JSON error; nothi
 // ---------------------------------------------------------------------------
 // Load
 
+test('20 jails created at once on the bridge: all run, each with its own address, each answers exec', async () => {
+  const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => createJail({ hostname: `load${i}`, net: 'bridge', cmd: ['sleep', '300'] })));
+  const jails = (await api('GET', '/jails')).json as { id: string; state: string; ip: string | null; hostname: string }[];
+  assert.is(jails.length, 20);
+  assert.ok(jails.every((j) => j.state === 'running'), JSON.stringify(jails.map((j) => j.state)));
+  const ips = jails.map((j) => j.ip);
+  assert.ok(ips.every((ip) => ip && /^\d+\.\d+\.\d+\.\d+$/.test(ip)), JSON.stringify(ips));
+  assert.is(new Set(ips).size, 20, 'distinct addresses');
+  await Promise.all(
+    jails.map(async (j) => {
+      const r = await exec(j.id, ['sh', '-c', 'hostname; ip -4 -o addr show eth0 2>/dev/null || ifconfig eth0']);
+      assert.is(r.exitCode, 0, r.output);
+      assert.ok(r.output.startsWith(j.hostname + '\n'), r.output);
+      assert.ok(r.output.includes(j.ip!), `${j.ip} in ${r.output}`);
+    }),
+  );
+  const removed = await Promise.all(ids.map((id) => api('DELETE', `/jails/${id}?force=1`)));
+  assert.ok(removed.every((r) => r.status === 200), JSON.stringify(removed.map((r) => r.text)));
+});
+
 // ---------------------------------------------------------------------------
 // Live-restore
 

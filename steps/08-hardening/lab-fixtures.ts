@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path';
 import type { CleanupStack } from '../../lib/cleanup.ts';
 import { explain, showCommand } from '../../lib/output.ts';
 import { run, succeeds } from '../../lib/sh.ts';
-import { jailHome } from '../../lib/state.ts';
+import { ensureDir, jailHome } from '../../lib/state.ts';
 import type { EscapeResult, Fixture, Params } from './escapes.ts';
 import { describeDiskStart } from './escapes-host-fs.ts';
 import { addUserKey, keyctl, KEYCTL, KEY_SPEC_USER_KEYRING, LAB_LINK, LAB_MTU } from './escapes-shared.ts';
@@ -101,6 +101,7 @@ interface Marker extends Prepared {
 function makeMarker(cleanup: CleanupStack): Marker {
   const dir = labDir();
   if (!existsSync(dir)) {
+    ensureDir(jailHome()); // with its usual mode: a recursive mkdir below would make it 0700, out of the jails' reach
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     cleanup.defer(`rmdir ${dir}`, () => readdirSync(dir).length === 0 && rmdirSync(dir));
   }

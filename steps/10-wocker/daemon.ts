@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import { JailError } from '../../lib/errors.ts';
 import { explain, heading, ok, showCommand } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
+import { ensureDir } from '../../lib/state.ts';
 import { ApiError } from './api.ts';
 import { sendError } from './http.ts';
 import { listJails } from './jails.ts';
@@ -42,7 +43,7 @@ export function parseListen(addr: string): { host: string; port: number } {
 
 /** The bearer token for TCP: made at the first start, 0600, root's. */
 export function ensureToken(): string {
-  mkdirSync(wockerDir(), { recursive: true, mode: 0o700 });
+  ensureDir(wockerDir()); // 0755 like $JAIL_HOME/run above it: the token itself is 0600
   try {
     writeFileSync(tokenPath(), randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
   } catch (err) {

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processStart } from '../../lib/proc.ts';
-import { runDir } from '../../lib/state.ts';
+import { ensureDir, runDir } from '../../lib/state.ts';
 import { JAIL_ID, type JailRequest } from './api.ts';
 
 export const wockerDir = (): string => join(runDir(), 'wocker');
@@ -47,6 +47,9 @@ export interface JailView {
 
 /** A new jail's directory with its request; the id is 12 random hex digits. */
 export function createRecord(req: JailRequest): string {
+  // only the jails' dir is private: a recursive mkdir with a mode would make $JAIL_HOME/run 0700 too,
+  // and a user-namespaced jail's root could no longer reach what step 05 binds from there (resolv.conf)
+  ensureDir(wockerDir());
   mkdirSync(jailsDir(), { recursive: true, mode: 0o700 });
   const id = randomBytes(6).toString('hex');
   mkdirSync(recordDir(id), { mode: 0o700 });
