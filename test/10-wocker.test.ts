@@ -174,6 +174,13 @@ test('GET /images lists step 09\'s images; an unknown image is 404 and makes not
   assert.type(r.json.error, 'string');
 });
 
+test("a command the image lacks is 400 (the jail never ran), and leaves no record: the 201 comes only once the target runs", async () => {
+  const r = await api('POST', '/jails', { image: 'busybox', cmd: ['no-such-command'] });
+  assert.is(r.status, 400, r.text);
+  assert.match(r.json.error, /no-such-command: command not found in image busybox/);
+  assert.equal((await api('GET', '/jails')).json, [], 'no record of it');
+});
+
 test('the client: run -d, ps, logs, exec, stop, rm, images; run without -d streams the log and exits with the jail\'s code', async () => {
   const run = await wocker('run', '--hostname', 'cli', '-d', 'busybox', '--', 'sh', '-c', 'echo hi; sleep 30');
   assert.is(run.code, 0, run.stderr);

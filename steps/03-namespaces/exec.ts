@@ -18,13 +18,17 @@ export function resolveCommand(name: string, path: string): string | undefined {
 
 export const envList = (env: Record<string, string>): string[] => Object.entries(env).map(([k, v]) => `${k}=${v}`);
 
-/** Becomes the target. Returns only if it cannot be found (exit 127, as a shell would). */
-export function execTarget(argv: string[], env: Record<string, string>): never {
+/**
+ * Becomes the target. Exits 127, as a shell would, if it cannot be found;
+ * `found` runs once it is, just before the exec (the handshake's "running").
+ */
+export function execTarget(argv: string[], env: Record<string, string>, found: () => void = () => {}): never {
   const path = resolveCommand(argv[0]!, env.PATH ?? '/bin');
   if (!path) {
     process.stderr.write(`jail: ${argv[0]}: command not found\n`);
     process.exit(127);
   }
+  found();
   for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may mark them close-on-exec
   cloexecFrom(3); // nothing else of ours, or inherited from the host, crosses the exec
   resetToDefault(SIGPIPE); // Node ignores SIGPIPE, and ignored stays ignored across exec

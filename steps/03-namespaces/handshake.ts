@@ -1,6 +1,7 @@
 // The init and the launcher talk over one socket, fd 3 in the init:
 //   init -> launcher  "pid 4242"        my PID as the host sees it
 //   launcher -> init  "go"              uid maps, cgroups, veths are in place
+//   init -> launcher  "running"         the target was started (spawned, or about to be exec'd)
 //   init -> launcher  "error <message>" setup failed; the launcher explains
 //   init -> launcher  anything else     a report for the launcher's onMessage
 // The init must not start the target before "go": that is how a cgroup or a

@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { chdir, chroot, mount, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, sethostname } from '../../lib/libc.ts';
 import type { JailSpec } from '../../lib/spec.ts';
-import { closeHandshake, die, readSpec, waitForGo } from './handshake.ts';
+import { closeHandshake, die, readSpec, sendToLauncher, waitForGo } from './handshake.ts';
 import { execTarget } from './exec.ts';
 
 const spec = readSpec<JailSpec>();
@@ -25,5 +25,7 @@ try {
 } catch (err) {
   die(err);
 }
-closeHandshake(); // fd 3 must not leak into the target
-execTarget(spec.command, spec.env);
+execTarget(spec.command, spec.env, () => {
+  sendToLauncher('running');
+  closeHandshake(); // fd 3 must not leak into the target
+});

@@ -20,7 +20,7 @@ export interface LaunchOptions {
   /** The init's TypeScript entry point (step 03's or step 04's). */
   init: string;
   hooks?: JailHook[];
-  /** Called once the target runs, with the init's host PID. */
+  /** Called once the target runs (the init says "running"), with the init's host PID; never if setup fails. */
   onStarted?: (initPid: number) => void;
   /** Lines the init sends after "go" other than "error …" (e.g. step 08's lab results). */
   onMessage?: (line: string) => void;
@@ -117,11 +117,11 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     opts.onChannel?.((line) => {
       if (!channel.destroyed && channel.writable) channel.write(line + '\n');
     });
-    opts.onStarted?.(initPid);
-    // after "go" the init speaks only if its setup failed, or to report (onMessage)
+    // after "go" the init says "running" once the target runs, "error …" if its setup failed, or reports (onMessage)
     let failure: { message: string; code?: string } | undefined;
     for await (const line of messages) {
-      if (line.startsWith('error ')) failure ??= JSON.parse(line.slice(6));
+      if (line === 'running') opts.onStarted?.(initPid);
+      else if (line.startsWith('error ')) failure ??= JSON.parse(line.slice(6));
       else opts.onMessage?.(line);
     }
     const status = await exited;

@@ -9,7 +9,7 @@ import { isatty } from 'node:tty';
 import { blockSignals, clearCloexec, cloexecFrom, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
 import type { JailSpec } from '../../lib/spec.ts';
 import { envList, resolveCommand } from '../03-namespaces/exec.ts';
-import { closeHandshake, die } from '../03-namespaces/handshake.ts';
+import { closeHandshake, die, sendToLauncher } from '../03-namespaces/handshake.ts';
 import { bindIntoRootfs, bindRootfsOntoItself, makeMountsPrivate, mountDev, mountProc, mountSys, passDevice, pivotInto } from './prison.ts';
 
 /** Builds the prison in runc's order; a failure is reported to the launcher (exit 125). */
@@ -47,7 +47,6 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void, opts: 
     process.stderr.write(`jail: ${spec.command[0]}: command not found\n`);
     process.exit(127);
   }
-  if (!opts.keepChannel) closeHandshake();
   for (const fd of [0, 1, 2]) clearCloexec(fd); // Node may have marked them close-on-exec
   cloexecFrom(3); // and nothing else we hold or inherited from the host reaches the target
 
@@ -83,6 +82,9 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void, opts: 
   } catch (err) {
     die(err);
   }
+  // fd 3 is close-on-exec (cloexecFrom above): the target never had it
+  sendToLauncher('running');
+  if (!opts.keepChannel) closeHandshake();
   try {
     writeFileSync('/proc/self/oom_score_adj', '0');
   } catch {}

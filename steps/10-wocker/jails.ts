@@ -90,8 +90,8 @@ async function waitStarted(id: string): Promise<void> {
   }, START_WAIT_MS);
   if (!state) throw new ApiError(504, `jail ${id} did not start within ${START_WAIT_MS / 1000} s`);
   if (state.error) {
-    // a refused flag (exit 2) is the request's fault; anything else is the host's
-    throw new ApiError(state.exitCode === 2 ? 400 : 500, state.error);
+    // a refused flag (exit 2) or a command the image lacks (127, 126) is the request's fault; anything else is the host's
+    throw new ApiError([2, 126, 127].includes(state.exitCode ?? 0) ? 400 : 500, state.error);
   }
 }
 

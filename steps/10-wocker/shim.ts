@@ -35,6 +35,13 @@ export function stepArgv(id: string, req: JailRequest): string[] {
   return [...argv, '--name', jailName(id), '--', ...req.cmd];
 }
 
+/** The sentence for a jail whose init ended before its target ran: 127 and 126 as a shell says them. */
+function neverRan(cmd: string, image: string, code: number): string {
+  if (code === 127) return `${cmd}: command not found in image ${image}`;
+  if (code === 126) return `${cmd}: not executable in image ${image}`;
+  return `the jail ended (exit status ${code}) before its command ran`;
+}
+
 /** exec's socket: a unix socket only root can open (0600), gone with the jail. */
 function serveExecSocket(id: string, exec: ExecClient): Promise<Server> {
   const server = createServer((req, res) => {
@@ -90,6 +97,7 @@ async function shim(id: string): Promise<number> {
         writeState(id, { ...base, status: 'running', initPid, ...(ip ? { ip } : {}) });
       },
     });
+    if (!ran) throw new JailError(neverRan(req.cmd[0]!, req.image, code), undefined, code);
     writeState(id, { ...base, status: 'exited', exitCode: code });
     return code;
   } catch (err) {
