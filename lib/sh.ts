@@ -12,9 +12,12 @@ let shell: Shell | undefined;
 // require (not import): synchronous, so `$` can stay a plain tagged template
 const loadZx = (): Zx => (zx ??= createRequire(import.meta.url)('zx') as Zx);
 
-// zx quotes arguments with bash's $'…'; keep bash as the shell.
+// zx quotes arguments with bash's $'…'; keep bash as the shell. Its stdin is
+// /dev/null, not zx's default pipe: Node's pipes are socketpairs, and a bash
+// whose stdin is a socket (and whose SHLVL is unset, as under sudo) takes
+// itself for sshd's child and reads root's ~/.bashrc on every command.
 export const $ = ((pieces: TemplateStringsArray, ...args: unknown[]) => {
-  shell ??= loadZx().$({ quiet: true, verbose: false, shell: '/bin/bash' });
+  shell ??= loadZx().$({ quiet: true, verbose: false, shell: '/bin/bash', stdio: ['ignore', 'pipe', 'pipe'] });
   return shell!(pieces, ...(args as never[]));
 }) as Shell;
 

@@ -53,7 +53,8 @@ interface Reply {
 /** One request on the daemon's socket (or a TCP port): body as a string is sent as it is. */
 function api(method: string, path: string, body?: unknown, opts: { port?: number; headers?: Record<string, string> } = {}): Promise<Reply> {
   const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  const where = opts.port ? { host: '127.0.0.1', port: opts.port } : { socketPath: SOCK };
+  // agent: false, as the client does: no kept-alive connection that the daemon may have closed meanwhile
+  const where = { agent: false, ...(opts.port ? { host: '127.0.0.1', port: opts.port } : { socketPath: SOCK }) };
   return new Promise((resolve, reject) => {
     const req = request({ ...where, method, path, headers: { ...(text !== undefined ? { 'content-length': String(Buffer.byteLength(text)) } : {}), ...opts.headers } }, (res) => {
       let t = '';

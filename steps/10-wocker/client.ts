@@ -19,7 +19,8 @@ export function call(method: string, path: string, body?: unknown, onData?: (chu
   const text = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = request(
-      { socketPath: daemonSocket(), method, path, headers: text ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } : {} },
+      // agent: false: one connection per request; a kept-alive one the daemon closed meanwhile would fail with EPIPE
+      { socketPath: daemonSocket(), agent: false, method, path, headers: text ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } : {} },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (d: Buffer) => (onData && res.statusCode! < 300 ? onData(d) : chunks.push(d)));
