@@ -1,5 +1,6 @@
 // From `npm run step 7 -- --detach` to the first successful ssh login, warm
-// cache (the demo rootfs already built). --detach itself returns only once a
+// cache (step 01's Debian rootfs already built; the demo's overlay top is
+// new at every start). --detach itself returns only once a
 // real login works, so its wall time is the measure. Aim: under 3 s.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -2,6 +2,7 @@
 // JailSpec into processes, mounts and namespaces; later steps add hooks that
 // make host-side resources (a veth pair, a cgroup) around the same jail.
 import type { CleanupStack } from './cleanup.ts';
+import type { OverlayRoot } from './overlay.ts';
 
 /** The namespaces of the lesson's clone() call, by util-linux's names. */
 export type Namespace = 'uts' | 'pid' | 'mount' | 'net' | 'ipc' | 'user';
@@ -36,6 +37,12 @@ export interface JailSpec {
   devices?: string[];
   /** Run the target with its own session and no terminal (detached jails). */
   detached?: boolean;
+  /**
+   * The root is an overlay mounted at `rootfs` by PID 1 (lib/overlay.ts),
+   * instead of a bind of the rootfs onto itself: step 07's demo on step 01's
+   * Debian tree, step 09's jails on an image's layers.
+   */
+  overlay?: OverlayRoot;
 }
 
 /**

@@ -1,10 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { hostState, isRoot, jailSuite, repo, runStep, sh, waitFor } from './helpers.ts';
-import { clientKey, demoRootfs, sshCommand } from '../steps/07-ssh-demo/sshd.ts';
+import { rootfsDir } from '../lib/state.ts';
+import { demoRoot } from '../steps/07-ssh-demo/root.ts';
+import { clientKey, sshCommand } from '../steps/07-ssh-demo/sshd.ts';
 
 const env = { JAIL_QUIET: '1' };
 const test = jailSuite('step 07: the ssh demo', { afterEach: () => runStep(7, ['--stop'], { env }) });
@@ -79,16 +81,26 @@ test('SIGTERM to a foreground jail ends it too', async () => {
   assert.is(await closed, 143);
 });
 
-test('repeat runs reuse the rootfs; the key is 0600; host keys are made per jail, not from the cache', () => {
-  const rootfs = demoRootfs();
-  assert.ok(existsSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key')));
-  assert.is(statSync(clientKey()).mode & 0o777, 0o600);
-  // debootstrap's openssh-server made host keys once, in the cache: the jail must not have those
+test("the root is an overlay of step 01's Debian tree: the jail's writes, deletions and host keys land in its own top, Debian is untouched, the top goes with the jail", async () => {
+  assert.is((await runStep(7, ['--detach'], { env, timeoutMs: 180_000 })).code, 0);
+  const { upper, dir, lower } = demoRoot(rootfsDir('debian'));
+  const r = ssh('touch /etc/made-in-jail && rm /etc/debian_version && awk \'$2 == "/" { print $1, $3 }\' /proc/mounts');
+  assert.is(r.status, 0, r.stderr);
+  assert.is(r.stdout, 'overlay overlay\n', "the jail's / is an overlay");
+  assert.ok(existsSync(join(upper, 'etc/made-in-jail')), 'a write lands in the upper');
+  const whiteout = lstatSync(join(upper, 'etc/debian_version'));
+  assert.ok(whiteout.isCharacterDevice() && whiteout.rdev === 0, 'a deletion is a 0/0 whiteout in the upper');
+  assert.ok(existsSync(join(lower, 'etc/debian_version')) && !existsSync(join(lower, 'etc/made-in-jail')), 'the Debian tree is untouched');
+  // host keys are made by this jail, in its upper: not the debootstrap cache's, and not in the Debian tree
+  assert.ok(existsSync(join(upper, 'etc/ssh/ssh_host_ed25519_key')));
+  assert.not.ok(readdirSync(join(lower, 'etc/ssh')).some((f) => f.startsWith('ssh_host_')), 'no host keys in the shared tree');
   const cached = sh(`ls ${process.env.JAIL_CACHE || '/var/cache/build-a-jail'}/debootstrap/*/etc/ssh/ssh_host_ed25519_key.pub | head -1`).stdout.trim();
   assert.ok(cached, 'the debootstrap cache holds the host keys its openssh-server made');
-  assert.is.not(readFileSync(cached, 'utf8'), readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8'));
-  const debian = join(process.env.JAIL_HOME || '/var/lib/build-a-jail', 'rootfs/debian/etc/ssh');
-  assert.not.ok(existsSync(join(debian, 'ssh_host_ed25519_key')) && readFileSync(join(debian, 'ssh_host_ed25519_key.pub'), 'utf8') === readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8'));
+  assert.is.not(readFileSync(cached, 'utf8'), readFileSync(join(upper, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8'));
+  assert.is(statSync(clientKey()).mode & 0o777, 0o600);
+  assert.not.ok(readFileSync('/proc/self/mountinfo', 'utf8').includes(dir), "the overlay is mounted in the jail's namespace only");
+  assert.is((await runStep(7, ['--stop'], { env })).code, 0);
+  assert.not.ok(existsSync(dir), 'the top is gone with the jail');
 });
 
 test('a taken port is refused before anything is made', async () => {

@@ -2,12 +2,13 @@
 // with a terminal and says hello, sits inside every lock, and every escape
 // of the lab that a shell can try fails from it. --stop ends it cleanly.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { listPids } from '../lib/proc.ts';
-import { isAlive, jailHome, runDir } from '../lib/state.ts';
+import { isAlive, jailHome, rootfsDir, runDir } from '../lib/state.ts';
 import { capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
+import { demoDir } from '../steps/07-ssh-demo/root.ts';
 import { sshCommand } from '../steps/07-ssh-demo/sshd.ts';
 import { isRoot, jailSuite, runStep, sh } from './helpers.ts';
 
@@ -105,6 +106,16 @@ function descendants(root: number): number[] {
   walk(root);
   return out;
 }
+
+test("the root is step 07's overlay of the Debian tree, mounted by the jail's own root (userxattr) on idmapped dirs: a file root writes is uid 0 on disk, in the demo's upper", async () => {
+  await up();
+  const r = ssh('touch /etc/made-by-locked-root && awk \'$2 == "/" { print $1 }\' /proc/mounts && grep -c userxattr /proc/mounts');
+  assert.is(r.status, 0, r.stderr);
+  assert.is(r.stdout, 'overlay\n1\n', `the jail's / is an overlay with userxattr: ${r.stdout}`);
+  const made = statSync(join(demoDir(), 'upper/etc/made-by-locked-root'));
+  assert.is(made.uid, 0, "the jail's root (an unprivileged uid outside) wrote it through the idmapped dir: uid 0 on disk");
+  assert.not.ok(existsSync(join(rootfsDir('debian'), 'etc/made-by-locked-root')), 'the Debian tree is untouched');
+});
 
 test('--stop ends sshd, the locked jail and every session; nothing of it is left', async () => {
   await up();

@@ -7,16 +7,19 @@
 import { writeFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { blockSignals, clearCloexec, cloexecFrom, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
+import { mountOverlay } from '../../lib/overlay.ts';
 import type { JailSpec } from '../../lib/spec.ts';
 import { envList, resolveCommand } from '../03-namespaces/exec.ts';
 import { closeHandshake, die, sendToLauncher } from '../03-namespaces/handshake.ts';
 import { bindIntoRootfs, bindRootfsOntoItself, makeMountsPrivate, mountDev, mountProc, mountSys, passDevice, pivotInto } from './prison.ts';
 
 /** Builds the prison in runc's order; a failure is reported to the launcher (exit 125). */
-export function buildPrison(spec: JailSpec, mountRoot: (rootfs: string) => void = bindRootfsOntoItself): void {
+export function buildPrison(spec: JailSpec): void {
   try {
     makeMountsPrivate();
-    mountRoot(spec.rootfs);
+    // pivot_root needs the root to be a mount: a bind of the rootfs, or (steps 07, 09) an overlay on it
+    if (spec.overlay) mountOverlay(spec.rootfs, spec.overlay);
+    else bindRootfsOntoItself(spec.rootfs);
     for (const b of spec.binds) bindIntoRootfs(spec.rootfs, b);
     mountProc(spec.rootfs);
     mountSys(spec.rootfs);

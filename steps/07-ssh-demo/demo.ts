@@ -1,8 +1,9 @@
 // The finale as a module: a Debian jail running sshd on port 23322, in the
 // foreground (the jail's shell on your terminal) or detached (--detach: in
-// the background until --stop), ready once a real key login works. Step 07
-// runs it as the text's jail; step 08 runs the same demo with every lock on,
-// through its own launch function.
+// the background until --stop), ready once a real key login works. Its root
+// is an overlay of step 01's Debian tree (root.ts). Step 07 runs it as the
+// text's jail; step 08 runs the same demo with every lock on, through its
+// own launch function.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -22,7 +23,8 @@ import { networkHook } from '../05-network-bridge/network.ts';
 import { showTopology } from '../05-network-bridge/topology.ts';
 import { cgroupHook } from '../06-cgroups/cgroups.ts';
 import { cgroupFlags, limitsFromFlags } from '../06-cgroups/flags.ts';
-import { demoRootfs, loginWorks, prepareSshRootfs, sshBanner, sshCommand, SSH_PORT, writeKnownHosts } from './sshd.ts';
+import { demoRoot, demoRootHook, overlayOf, type DemoRoot } from './root.ts';
+import { loginWorks, prepareSshUpper, sshBanner, sshCommand, sshLower, SSH_PORT, writeKnownHosts } from './sshd.ts';
 
 export const sshDemoFlags = {
   ...jailFlags,
@@ -39,7 +41,8 @@ const DEFAULT_LIMITS = { memory: '512M', pids: '256', cpus: '1' };
 const pidFile = (): string => join(runDir(), 'ssh-demo.pid');
 const logFile = (): string => join(runDir(), 'ssh-demo.log');
 
-function runningPid(): number | undefined {
+/** The running demo's launcher (step 07's or step 08's --ssh), if any. */
+export function runningPid(): number | undefined {
   try {
     const pid = Number(readFileSync(pidFile(), 'utf8'));
     return pid > 0 && isAlive(pid) ? pid : undefined;
@@ -70,11 +73,11 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, alive: () 
 /**
  * Ready means a real login works — not that a port accepted a connection.
  * First sshd must answer with its banner; then we trust exactly the host key
- * this jail made at its first start, and log in with our key.
+ * this jail made at its start (in its upper), and log in with our key.
  */
-async function sshdReady(rootfs: string, host: string): Promise<boolean> {
-  if (!(await sshBanner(host)) || !existsSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'))) return false;
-  writeKnownHosts(rootfs, host);
+async function sshdReady(upper: string, host: string): Promise<boolean> {
+  if (!(await sshBanner(host)) || !existsSync(join(upper, 'etc/ssh/ssh_host_ed25519_key.pub'))) return false;
+  writeKnownHosts(upper, host);
   return loginWorks(host);
 }
 
@@ -109,7 +112,7 @@ async function stop(): Promise<number> {
 }
 
 /** --detach: start our own --daemon twin (the same step, through bin/step.mjs) in a new session, and return once a login works. */
-async function detach(step: number, argv: string[], rootfs: string, host: string): Promise<number> {
+async function detach(step: number, argv: string[], upper: string, host: string): Promise<number> {
   ensureDir(runDir());
   const log = openSync(logFile(), 'w');
   const child = spawn(process.execPath, [repoPath('bin/step.mjs'), String(step), '--daemon', ...argv.filter((a) => a !== '--detach')], {
@@ -124,7 +127,7 @@ async function detach(step: number, argv: string[], rootfs: string, host: string
   child.on('exit', () => (exited = true));
   explain(`the jail runs in the background (launcher pid ${child.pid}, log ${logFile()})`);
   try {
-    await waitUntil('sshd to accept a login', () => sshdReady(rootfs, host), () => !exited, 60_000);
+    await waitUntil('sshd to accept a login', () => sshdReady(upper, host), () => !exited, 60_000);
   } catch (err) {
     if (!exited) process.kill(child.pid!, 'SIGTERM');
     process.stderr.write(readFileSync(logFile(), 'utf8').split('\n').slice(-8).join('\n') + '\n');
@@ -143,8 +146,12 @@ export interface SshDemoOptions {
   step: number;
   /** argv of the step (after its number): --detach passes it on to the daemon. */
   argv: string[];
-  /** How the jail is started; step 07's default is step 03's launcher with step 04's init. */
-  launch?: (spec: JailSpec, opts: { hooks: JailHook[]; onStarted: (initPid: number) => void }) => Promise<number>;
+  /**
+   * How the jail is started; step 07's default is step 03's launcher with
+   * step 04's init, root.hook first among the hooks. Step 08 adds the user
+   * namespace's part to root.hook (the overlay's dirs are root.dirs).
+   */
+  launch?: (spec: JailSpec, opts: { hooks: JailHook[]; onStarted: (initPid: number) => void; root: { hook: JailHook; dirs: DemoRoot } }) => Promise<number>;
   /** v1 device-cgroup rules for the jail (step 08 passes its minimal list). */
   devices?: readonly string[];
 }
@@ -166,17 +173,18 @@ export async function runSshDemo(f: SshDemoFlags, command: string[], opts: SshDe
   if (!(await portFree(f.listen!, SSH_PORT))) {
     throw new JailError(`port ${SSH_PORT} on ${f.listen} is already in use`, `see who holds it: ss -ltnp 'sport = :${SSH_PORT}'`);
   }
-  const rootfs = f.rootfs ?? demoRootfs();
-  if (f.detach) return detach(opts.step, opts.argv, rootfs, reachable(f.listen!));
+  // the lower is step 01's Debian tree (built here on first use, before --detach returns)
+  const root = demoRoot(requireRootfs(await sshLower(f.rootfs)));
+  if (f.detach) return detach(opts.step, opts.argv, root.upper, reachable(f.listen!));
 
-  // in bridge mode sshd listens on the jail's own eth0; the host side is the published port
-  await prepareSshRootfs(rootfs, choice.mode === 'bridge' ? '0.0.0.0' : f.listen!);
-  requireRootfs(rootfs);
-  const spec = withNetwork(pivotSpec(rootfs, hostname, false, ['/root/start_container.sh']), choice, 'ssh-demo');
+  const spec = { ...withNetwork(pivotSpec(root.merged, hostname, false, ['/root/start_container.sh']), choice, 'ssh-demo'), overlay: overlayOf(root) };
   spec.detached = f.daemon;
+  // in bridge mode sshd listens on the jail's own eth0; the host side is the published port
+  const rootHook = demoRootHook(root, (r) => prepareSshUpper(r, choice.mode === 'bridge' ? '0.0.0.0' : f.listen!));
   const net = networkHook(choice);
-  const launch = opts.launch ?? ((s, o) => launchJail(s, { init: initPath, ...o }));
+  const launch = opts.launch ?? ((s, o) => launchJail(s, { init: initPath, hooks: [o.root.hook, ...o.hooks], onStarted: o.onStarted }));
   const status = await launch(spec, {
+    root: { hook: rootHook, dirs: root },
     hooks: [net, cgroupHook(opts.devices ? { ...limits, devices: opts.devices } : limits)],
     onStarted: (pid) => {
       showTopology(net);
@@ -184,7 +192,7 @@ export async function runSshDemo(f: SshDemoFlags, command: string[], opts: SshDe
       explain(`look at it from the host: sudo lsns -p ${pid}; sudo ls -l /proc/${pid}/ns; cat /proc/${pid}/cgroup`);
       if (f.daemon) return;
       // in the foreground the jail's shell owns the terminal; say how to log in once sshd answers
-      void waitUntil('sshd', () => sshdReady(rootfs, reachable(f.listen!)), () => true, 60_000).then(() => {
+      void waitUntil('sshd', () => sshdReady(root.upper, reachable(f.listen!)), () => true, 60_000).then(() => {
         printHowToLogIn(reachable(f.listen!));
         process.stderr.write(colour.dim('(this shell is the jail\'s; exit it to stop the jail)\n'));
       }, () => warn('sshd did not answer within a minute'));

@@ -1,6 +1,6 @@
 // Step 07: the lesson's finale — a Debian jail running sshd on port 23322,
-// logged into with a key. This file prepares the rootfs and the client side;
-// main.ts starts the jail with every piece of steps 01-06.
+// logged into with a key. This file prepares sshd's pieces and the client
+// side; root.ts the jail's root, demo.ts starts it with every piece of steps 01-06.
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -9,11 +9,11 @@ import { JailError } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { requireTools } from '../../lib/preflight.ts';
 import { run } from '../../lib/sh.ts';
-import { ensureDir, jailHome } from '../../lib/state.ts';
+import { ensureDir, jailHome, rootfsDir } from '../../lib/state.ts';
 import { buildDebianRootfs } from '../01-rootfs/rootfs.ts';
+import { mkdirsLikeLower, type DemoRoot } from './root.ts';
 
 export const SSH_PORT = 23322;
-export const demoRootfs = (): string => join(jailHome(), 'rootfs', 'ssh-demo');
 const sshDir = (): string => join(jailHome(), 'ssh');
 export const clientKey = (): string => join(sshDir(), 'id_ed25519');
 export const knownHosts = (): string => join(sshDir(), 'known_hosts');
@@ -21,7 +21,7 @@ export const knownHosts = (): string => join(sshDir(), 'known_hosts');
 /** The lesson's start script: start sshd, then a shell — or, detached, just stay alive. */
 export const START_SCRIPT = `#!/bin/sh
 # Run by the jail's PID 1 (the god process) as its one child.
-# Host keys are made here, at the jail's first start, so no two jails share them.
+# Host keys are made here, at every start (the jail's top is new each time), so no two jails share them.
 [ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A
 mkdir -p /run/sshd && chmod 0755 /run/sshd
 service ssh start
@@ -56,28 +56,34 @@ export async function ensureClientKey(): Promise<string> {
   return key;
 }
 
-/** Builds the demo's own copy of the Debian rootfs (from the step-01 cache) and puts sshd's pieces in it. */
-export async function prepareSshRootfs(rootfs: string, listen: string): Promise<void> {
-  if (!existsSync(join(rootfs, 'usr/sbin/sshd'))) {
-    if (existsSync(rootfs)) throw new JailError(`${rootfs} has no /usr/sbin/sshd: it is not the demo's rootfs`, `remove it (rm -rf ${rootfs}) and run step 7 again, or pass --rootfs with a Debian tree that has openssh-server`);
-    await buildDebianRootfs(rootfs);
+/** The lower: step 01's Debian rootfs (built on first use), or --rootfs, which must have sshd. */
+export async function sshLower(rootfs: string | undefined): Promise<string> {
+  const lower = rootfs ?? rootfsDir('debian');
+  if (!existsSync(join(lower, 'usr/sbin/sshd'))) {
+    if (rootfs || existsSync(join(lower, 'bin'))) throw new JailError(`${lower} has no /usr/sbin/sshd`, rootfs ? 'pass --rootfs with a Debian tree that has openssh-server' : 'rebuild it: sudo npm run step 1 -- --debian');
+    await buildDebianRootfs(lower);
   }
+  return lower;
+}
+
+/** sshd's pieces, written into the jail's private top (the lower is never written). */
+export async function prepareSshUpper(r: DemoRoot, listen: string): Promise<void> {
   const key = await ensureClientKey();
-  heading('Preparing sshd inside the jail');
-  const root = join(rootfs, 'root');
-  mkdirSync(join(root, '.ssh'), { recursive: true, mode: 0o700 });
+  heading('Preparing sshd inside the jail (in its top, not in the Debian tree)');
+  const root = mkdirsLikeLower(r, 'root');
+  mkdirSync(join(root, '.ssh'), { mode: 0o700 });
   chmodSync(join(root, '.ssh'), 0o700); // sshd refuses keys in a group- or world-writable dir
   writeFileSync(join(root, '.ssh/authorized_keys'), readFileSync(`${key}.pub`), { mode: 0o600 });
   showCommand(`cp ${key}.pub ${root}/.ssh/authorized_keys`);
-  writeFileSync(join(rootfs, 'etc/ssh/sshd_config.d/build-a-jail.conf'), sshdConfig(listen));
+  writeFileSync(join(mkdirsLikeLower(r, 'etc/ssh/sshd_config.d'), 'build-a-jail.conf'), sshdConfig(listen));
   explain(`sshd: port ${SSH_PORT}, listening on ${listen}, key login only (no passwords)`);
   writeFileSync(join(root, 'start_container.sh'), START_SCRIPT, { mode: 0o755 });
   showCommand(`cat ${root}/start_container.sh   # service ssh start, then a shell`);
 }
 
-/** After sshd's first start: trust exactly the host key this jail made. */
-export function writeKnownHosts(rootfs: string, host = '127.0.0.1'): void {
-  const pub = readFileSync(join(rootfs, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+/** Once sshd has started: trust exactly the host key this jail made (in its upper). */
+export function writeKnownHosts(upper: string, host = '127.0.0.1'): void {
+  const pub = readFileSync(join(upper, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
   writeFileSync(knownHosts(), `[${host}]:${SSH_PORT} ${pub}\n`);
 }
 

@@ -6,8 +6,8 @@
 //   applyPathLocks                    masked and read-only /proc and /sys paths
 //   then either the escape payload    (the escape lab: every lock on, then an attempt instead of a target)
 //   or superviseTarget                capabilities, no_new_privs, seccomp in the main thread, then spawn
-// Step 08's init.ts calls it as it is; step 09's passes how its root is
-// mounted (an overlay of the image's layers instead of a bind of a rootfs).
+// Step 08's init.ts calls it as it is (also for step 09's jails, whose root
+// is an overlay: spec.overlay); step 10's adds its exec server.
 // Every module is imported statically, into the init's one bundle: after
 // pivot_root and seccomp an import() could not find its file, or could not
 // even open it.
@@ -18,12 +18,12 @@ import type { HardenedSpec } from './jail.ts';
 import { applyLocks, applyPathLocks, prepareLocks, type PreparedLocks } from './locks.ts';
 
 /**
- * PID 1 of a locked jail, from the handshake to the target's exit.
- * `mountRoot` makes spec.rootfs the jail's root mount, inside the jail's
- * mount namespace (default: step 04's bind of the rootfs onto itself);
- * `supervise` gives superviseTarget its options (step 10 keeps the channel).
+ * PID 1 of a locked jail, from the handshake to the target's exit. Its root
+ * is a bind of spec.rootfs, or the overlay spec.overlay names (steps 08
+ * --ssh, 09, 10). `supervise` gives superviseTarget its options (step 10
+ * keeps the channel).
  */
-export async function runHardenedInit<S extends HardenedSpec>(mountRoot?: (spec: S) => void, supervise?: (spec: S) => SuperviseOptions): Promise<void> {
+export async function runHardenedInit<S extends HardenedSpec>(supervise?: (spec: S) => SuperviseOptions): Promise<void> {
   const spec = readSpec<S>();
   await waitForGo(spec.namespaces.includes('user'));
 
@@ -33,7 +33,7 @@ export async function runHardenedInit<S extends HardenedSpec>(mountRoot?: (spec:
   } catch (err) {
     die(err);
   }
-  buildPrison(spec, mountRoot && (() => mountRoot(spec)));
+  buildPrison(spec);
   try {
     applyPathLocks(spec.locks);
   } catch (err) {

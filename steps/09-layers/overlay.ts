@@ -1,31 +1,23 @@
 // Step 09, on the host: a jail's root on layers. The launcher makes the
 // jail's private, disposable top — $JAIL_HOME/overlay/<jail>/ with upper/,
 // work/, merged/ (Docker's names) and jail.json — and registers its removal
-// in the same breath; PID 1 mounts the overlay itself (overlay-mount.ts), in
+// in the same breath; PID 1 mounts the overlay itself (lib/overlay.ts), in
 // the jail's mount namespace, so that it vanishes with the jail.
 //
-// With a user namespace (the default) root in the jail is not the host's,
-// and the files are the host's root's. Two things the kernel will not do:
-//   - idmap the overlay mount itself: mount_setattr on an overlay is EINVAL;
-//   - let host root mount an overlay over an idmapped upper: host uid 0 has
-//     no place in the jail's uid_map (creating work/ fails: EOVERFLOW).
-// What works: host root idmaps, in place and in the jail's mount namespace,
-// each layer dir (read-only) and the jail's dir (the parent of upper/ and
-// work/); then the jail's root mounts the overlay on them, with userxattr.
-// Where idmapped mounts are missing: a chowned copy of each layer (step 08's
-// fallback), and the jail's own dirs chowned into its range.
-import { existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { release } from 'node:os';
+// With a user namespace (the default) root in the jail is not the host's:
+// step 08's overlay-userns.ts makes the layers and the jail's dir usable by
+// it (idmapped in place, or chowned copies), before "go".
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { JailError } from '../../lib/errors.ts';
-import { explain, heading, showCommand, warn } from '../../lib/output.ts';
-import { requireTools } from '../../lib/preflight.ts';
+import { overlayTwin, type OverlayRoot } from '../../lib/overlay.ts';
+import { explain, heading, showCommand } from '../../lib/output.ts';
 import { processStart } from '../../lib/proc.ts';
 import type { JailHook } from '../../lib/spec.ts';
 import { ensureDir, isAlive, listDir } from '../../lib/state.ts';
-import type { IdRange, IdRanges } from '../03-namespaces/idrange.ts';
-import { bindInJail, idmapForbidden, idmapInPlace, shiftedCopy, shiftedDir } from '../08-hardening/userns.ts';
-import { overlayOptions, type OverlayRoot } from './overlay-mount.ts';
+import type { IdRanges } from '../03-namespaces/idrange.ts';
+import { lowerCopies, overlayForUserns } from '../08-hardening/overlay-userns.ts';
+import { idmapForbidden, shiftedDir } from '../08-hardening/userns.ts';
 import { isRunning, jailPaths, layerDir, layerDirs, listJails, overlayRoot, readJailState, withStoreLock, type Image, type JailState } from './store.ts';
 
 /** A jail's dirs: store.ts's jailPaths, plus merged/, the mount point of its root. */
@@ -83,14 +75,6 @@ function claimJailDir(state: JailState): void {
   }
 }
 
-/** Every file's owner moved by `by` within the range (the fallback's chown, and its undo). */
-function shiftTree(path: string, uid: IdRange, gid: IdRange, by: 1 | -1): void {
-  const move = (id: number, r: IdRange) => (by === 1 ? (id < r.count ? r.base + id : id) : id >= r.base && id < r.base + r.count ? id - r.base : id);
-  const s = lstatSync(path);
-  lchownSync(path, move(s.uid, uid), move(s.gid, gid));
-  if (s.isDirectory()) for (const name of readdirSync(path)) shiftTree(join(path, name), uid, gid, by);
-}
-
 // ---------------------------------------------------------------------------
 // The hook
 
@@ -113,7 +97,6 @@ export function overlayHook(jail: OverlayJail, ranges: IdRanges | undefined): Ja
   const lower = layerDirs(jail.image);
   let copies: string[] | undefined;
   let ran = false; // report() runs only after a jail whose setup succeeded: a failed start keeps nothing
-  const makeCopies = async () => (copies ??= await Promise.all(lower.map((l) => shiftedCopy(l, ranges!))));
   return {
     name: 'overlay-root',
     async prepare(spec, cleanup) {
@@ -130,41 +113,17 @@ export function overlayHook(jail: OverlayJail, ranges: IdRanges | undefined): Ja
       showCommand(`mkdir -p ${p.upper} ${p.work} ${p.merged}`);
       lower.forEach((l, i) => explain(`lower ${i + 1}${i === 0 ? ' (top)' : ''}: ${l}   read-only, shared by every jail of the image`));
       explain(`upper: ${p.upper}   this jail's writes, copy-ups and whiteouts; ${jail.keep ? 'kept when it exits (--keep), for commit' : 'removed when it exits (--keep keeps it, for commit)'}`);
-      showCommand(`mount -t overlay overlay -o ${overlayOptions({ lower, upper: p.upper, work: p.work, userxattr: !!ranges })} ${p.merged}   # by PID 1, in the jail's mount namespace`);
+      showCommand(`${overlayTwin(p.merged, { lower, upper: p.upper, work: p.work, userxattr: !!ranges })}   # by PID 1, in the jail's mount namespace`);
       explain('the same mount is in no other namespace: the host never sees it, and it goes with the jail');
       // a forced fallback is known in advance: copy before the jail exists
-      if (ranges && idmapForbidden()) await makeCopies();
+      if (ranges && idmapForbidden()) copies = await lowerCopies(lower, ranges);
     },
     async attach(spec, initPid, cleanup) {
       if (!ranges) {
         explain("no user namespace (--privileged): PID 1 is the host's root and mounts the layers as they are, marks in trusted.overlay.*");
         return;
       }
-      requireTools('nsenter');
-      heading('The layers, for a root that is not root');
-      explain("the overlay mount itself cannot be idmapped (EINVAL), and host root cannot mount one over an idmapped upper (its uid 0 is not in the jail's map):");
-      explain("so host root idmaps the layers (read-only) and the jail's dir in place, or falls back to chowned copies; the jail's own root mounts the overlay on them, with userxattr");
-      // idmapped layers under overlayfs came in Linux 5.19 (idmapped mounts themselves in 5.12)
-      const [major = 0, minor = 0] = release().split('.').map(Number);
-      const tooOld = major < 5 || (major === 5 && minor < 19);
-      if (!idmapForbidden() && tooOld) warn(`Linux ${release()} cannot stack an overlay on idmapped layers (5.19+): using chowned copies of the layers instead`);
-      if (!idmapForbidden() && !tooOld) {
-        const why = await idmapInPlace(initPid, [...lower.map((path) => ({ path, readOnly: true })), { path: p.dir }]);
-        if (!why) {
-          explain(`idmapped: uid 0 on disk is uid 0 in the jail (host uid ${ranges.uid.base}); the layers on disk are untouched, and the upper's files are owned by 0 on disk too`);
-          return;
-        }
-        warn(`no idmapped mounts here (${why}): using chowned copies of the layers instead`);
-      } else if (idmapForbidden()) {
-        explain('idmapped mounts: not used (JAIL_NO_IDMAP=1, as on a kernel older than 5.12 or a filesystem without them)');
-      }
-      const shifted = await makeCopies();
-      for (const [i, copy] of shifted.entries()) await bindInJail(initPid, copy, lower[i]!, true);
-      // the jail's own dirs: into its range on disk, and back if they are kept (commit wants uid 0 to be 0)
-      showCommand(`chown ${ranges.uid.base}:${ranges.gid.base} ${p.dir} ${p.upper} ${p.work} ${p.merged}`);
-      for (const d of [p.dir, p.upper, p.work, p.merged]) lchownSync(d, ranges.uid.base, ranges.gid.base);
-      if (jail.keep) cleanup.defer(`the owners of ${p.upper}, back from the jail's range`, () => shiftTree(p.dir, ranges.uid, ranges.gid, -1));
-      explain(`chowned copies of the layers: ${shifted.join(' ')}`);
+      await overlayForUserns(initPid, { lower, ...p }, ranges, cleanup, { keep: jail.keep, copies });
     },
     async report() {
       ran = true;

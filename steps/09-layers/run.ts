@@ -7,7 +7,6 @@
 import { checkHostname, jailFlags, type ParsedArgs } from '../../lib/cli.ts';
 import { JailError } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
-import { repoPath } from '../../lib/paths.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { PREFIX } from '../../lib/state.ts';
 import { pivotSpec } from '../04-pivot-root/jail.ts';
@@ -16,14 +15,10 @@ import { networkHook } from '../05-network-bridge/network.ts';
 import { showTopology } from '../05-network-bridge/topology.ts';
 import { cgroupHook } from '../06-cgroups/cgroups.ts';
 import { cgroupFlags, checkDevices, deviceFlag, limitsFromFlags } from '../06-cgroups/flags.ts';
-import { deviceRules, hardenedSpec, hardenFlags, launchHardened, locksFromFlags } from '../08-hardening/jail.ts';
+import { deviceRules, hardenedSpec, hardenFlags, initPath, launchHardened, locksFromFlags, type HardenedSpec } from '../08-hardening/jail.ts';
 import { openLibseccomp } from '../08-hardening/seccomp.ts';
 import { checkJailNameFree, overlayHook, overlayPaths, overlayRootOf } from './overlay.ts';
-import type { LayeredSpec } from './overlay-mount.ts';
 import { ensureImage, type Image } from './store.ts';
-
-/** Step 09's init: step 08's, with the overlay as its root. */
-export const initPath = repoPath('steps/09-layers/init.ts');
 
 export const runFlags = {
   image: { type: 'string', value: 'NAME', help: 'the image whose layers are the root (default busybox; `images` lists them)', default: 'busybox' },
@@ -44,7 +39,7 @@ const envOf = (image: Image): Record<string, string> => Object.fromEntries(image
 
 /** For a caller that runs jails itself (step 10's shim): another init, and what the launcher hears. */
 export interface RunOptions {
-  /** The init's TypeScript entry (default: step 09's). */
+  /** The init's TypeScript entry (default: step 08's, which mounts spec.overlay as the root). */
   init?: string;
   /** The target runs: the init's host PID, and the jail's address on the bridge (--net bridge). */
   onStarted?: (initPid: number, ip?: string) => void;
@@ -67,7 +62,7 @@ export async function runOnImage(f: RunFlags, command: string[], opts: RunOption
   checkJailNameFree(name);
   // a built-in image is made from step 01's rootfs on its first use
   const image = await ensureImage(f.image!);
-  const spec: LayeredSpec = {
+  const spec: HardenedSpec = {
     ...hardenedSpec({ ...base, rootfs: overlayPaths(name).merged, devices }, locks),
     command: command.length ? command : image.config.cmd.length ? image.config.cmd : base.command,
     env: { ...base.env, ...envOf(image) },
