@@ -43,6 +43,7 @@ import { parseArgs, rootfsOrDefault, usage } from '../lib/cli.ts';
 import { JailError, runMain } from '../lib/errors.ts';
 import { requireRoot, requireTools } from '../lib/preflight.ts';
 import { PREFIX } from '../lib/state.ts';
+import { childrenOf } from '../lib/proc.ts';
 import { requireRootfs } from '../steps/01-rootfs/rootfs.ts';
 import { BRIDGE, jailSubnet, vethNames } from '../steps/05-network-bridge/addresses.ts';
 import { isLive, readLeases } from '../steps/05-network-bridge/leases.ts';
@@ -225,20 +226,6 @@ async function makeWorld(): Promise<string> {
 interface Jail {
   init: number;
   ip?: string;
-}
-
-function childrenOf(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 /** A jail that only holds its network; setpriv --pdeathsig: if this bench dies, the launcher is told to stop and clean up. */

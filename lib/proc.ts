@@ -19,11 +19,44 @@ export function cmdline(pid: number): string[] | undefined {
 
 /** Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. */
 export function processStart(pid: number): number | undefined {
+  const f = statFields(pid);
+  return f ? Number(f[19]) : undefined;
+}
+
+/** The fields of /proc/PID/stat after the command name, which may hold spaces and parentheses: counted from the last ')'. */
+function statFields(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // the command name (field 2) may hold spaces and parentheses: count from the last ')'
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+/** Field 4 of /proc/PID/stat: the parent's PID, or undefined if the process is gone. */
+export function parentOf(pid: number): number | undefined {
+  const f = statFields(pid);
+  return f ? Number(f[1]) : undefined;
+}
+
+/** The PIDs whose parent is `pid`. */
+export function childrenOf(pid: number): number[] {
+  return listPids().filter((p) => parentOf(p) === pid);
+}
+
+/** Every descendant of `pid`, children before grandchildren, from one scan of /proc. */
+export function descendantsOf(pid: number): number[] {
+  const kids = new Map<number, number[]>();
+  for (const p of listPids()) {
+    const parent = parentOf(p);
+    if (parent !== undefined) kids.set(parent, [...(kids.get(parent) ?? []), p]);
+  }
+  const out: number[] = [];
+  for (let i = 0, queue = [pid]; i < queue.length; i++) {
+    for (const child of kids.get(queue[i]!) ?? []) {
+      out.push(child);
+      queue.push(child);
+    }
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 // Where the workshop keeps what it makes. Never under the repo, which in the
 // VM is a synced folder (no device nodes, no ownership, slow).
 import { join } from 'node:path';
-import { chmodSync, chownSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 
 export const jailHome = (): string => process.env.JAIL_HOME || '/var/lib/build-a-jail';
 export const jailCache = (): string => process.env.JAIL_CACHE || '/var/cache/build-a-jail';
@@ -52,4 +52,21 @@ export function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * npm run clean: what a process killed half-way left in `dir` — entries
+ * whose name `pattern` matches and whose first group is the PID that was
+ * making them (ROOTFS.building-PID, .new-JAIL-PID, …), when that PID is
+ * gone. Ours and a live builder's stay. Returns the paths removed.
+ */
+export function removeStaleStaging(dir: string, pattern: RegExp): string[] {
+  const removed: string[] = [];
+  for (const entry of listDir(dir)) {
+    const pid = Number(pattern.exec(entry)?.[1]);
+    if (!pid || pid === process.pid || isAlive(pid)) continue;
+    rmSync(join(dir, entry), { recursive: true, force: true });
+    removed.push(join(dir, entry));
+  }
+  return removed;
 }

@@ -19,6 +19,7 @@ import { JailError } from '../lib/errors.ts';
 import type { JailSpec } from '../lib/spec.ts';
 import { runDir } from '../lib/state.ts';
 import { upstreamResolvConf } from '../lib/resolv.ts';
+import { childrenOf } from '../lib/proc.ts';
 import { BRIDGE, checkJailAddress, jailSubnet, parseSubnet, vethNames } from '../steps/05-network-bridge/addresses.ts';
 import { cleanNetwork } from '../steps/05-network-bridge/clean.ts';
 import { readLeases } from '../steps/05-network-bridge/leases.ts';
@@ -69,18 +70,6 @@ const httpd = (port: number, addr = '0.0.0.0'): string[] => [
   'sh',
   WHO,
 ];
-
-/** The pids whose parent is `pid`. */
-function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) found.push(Number(p));
-    } catch {}
-  }
-  return found;
-}
 
 /** launcher -> setpriv, which became unshare -> the init, PID 1 in its own PID namespace. */
 function initOf(launcher: number): number | undefined {

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { listPids } from '../lib/proc.ts';
+import { descendantsOf } from '../lib/proc.ts';
 import { isAlive, jailHome, rootfsDir, runDir } from '../lib/state.ts';
 import { capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
 import { demoDir } from '../steps/07-ssh-demo/root.ts';
@@ -90,23 +90,6 @@ test("every escape of the lab that a shell can try fails from the login", async 
   }
 });
 
-/** Every descendant of a process, by walking /proc's parent links. */
-function descendants(root: number): number[] {
-  const parent = new Map<number, number>();
-  for (const pid of listPids()) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      parent.set(pid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {}
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const [child, pp] of parent) if (pp === p) out.push(child), walk(child);
-  };
-  walk(root);
-  return out;
-}
-
 test("the root is step 07's overlay of the Debian tree, mounted by the jail's own root (userxattr) on idmapped dirs: a file root writes is uid 0 on disk, in the demo's upper", async () => {
   await up();
   const r = ssh('touch /etc/made-by-locked-root && awk \'$2 == "/" { print $1 }\' /proc/mounts && grep -c userxattr /proc/mounts');
@@ -120,7 +103,7 @@ test("the root is step 07's overlay of the Debian tree, mounted by the jail's ow
 test('--stop ends sshd, the locked jail and every session; nothing of it is left', async () => {
   await up();
   const launcher = Number(readFileSync(join(runDir(), 'ssh-demo.pid'), 'utf8'));
-  const jail = descendants(launcher);
+  const jail = descendantsOf(launcher);
   assert.ok(jail.length >= 3, `the launcher's processes: ${jail}`);
   assert.is((await runStep(8, ['--ssh', '--stop'], { env })).code, 0);
   assert.equal([launcher, ...jail].filter(isAlive), [], 'the launcher, the init, sshd and the sessions are gone');

@@ -17,7 +17,7 @@ import { repoPath } from '../../lib/paths.ts';
 import { requireTools } from '../../lib/preflight.ts';
 import { listPids } from '../../lib/proc.ts';
 import type { JailHook } from '../../lib/spec.ts';
-import { ensureDir, guardFromHostUsers, isAlive, jailHome, listDir } from '../../lib/state.ts';
+import { ensureDir, guardFromHostUsers, isAlive, jailHome, removeStaleStaging } from '../../lib/state.ts';
 import type { IdRange, IdRanges } from '../03-namespaces/idrange.ts';
 
 const run = promisify(execFile);
@@ -207,13 +207,5 @@ function removeStaleCopies(parent: string, key: string, keep: string): void {
 
 /** npm run clean: copies whose build was killed half-way (*.building-PID of a dead PID). */
 export function removeHalfBuiltCopies(): string[] {
-  const entries = listDir(shiftedDir());
-  const gone: string[] = [];
-  for (const entry of entries) {
-    const building = entry.match(/\.building-(\d+)$/);
-    if (!building || isAlive(Number(building[1]))) continue;
-    rmSync(join(shiftedDir(), entry), { recursive: true, force: true });
-    gone.push(`removed the half-built copy ${join(shiftedDir(), entry)}`);
-  }
-  return gone;
+  return removeStaleStaging(shiftedDir(), /\.building-(\d+)$/).map((p) => `removed the half-built copy ${p}`);
 }

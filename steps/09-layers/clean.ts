@@ -10,7 +10,7 @@
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../../lib/libc.ts';
-import { isAlive, listDir } from '../../lib/state.ts';
+import { isAlive, listDir, removeStaleStaging } from '../../lib/state.ts';
 import { OUTPUT_NOTE } from './atomic-dir.ts';
 import { cleanJailDirs } from './overlay.ts';
 import { removeUnusedLayers, storeDir, tmpDir } from './store.ts';
@@ -46,13 +46,7 @@ function removeHalfMade(): string[] {
 
 /** An image file being written is <name>.json.tmp-<pid> until its rename. */
 function removeHalfWrittenImages(): string[] {
-  const entries = listDir(storeDir());
-  const half = entries.filter((e) => {
-    const m = /\.json\.tmp-(\d+)$/.exec(e);
-    return m && Number(m[1]) !== process.pid && !isAlive(Number(m[1]));
-  });
-  for (const e of half) rmSync(join(storeDir(), e), { force: true });
-  return half.map((e) => join(storeDir(), e));
+  return removeStaleStaging(storeDir(), /\.json\.tmp-(\d+)$/);
 }
 
 /** Unused layers, only while no other process holds the store's lock. */

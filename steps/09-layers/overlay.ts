@@ -14,7 +14,7 @@ import { overlayTwin, type OverlayRoot } from '../../lib/overlay.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { processStart } from '../../lib/proc.ts';
 import type { JailHook } from '../../lib/spec.ts';
-import { ensureDir, isAlive, listDir } from '../../lib/state.ts';
+import { ensureDir, listDir, removeStaleStaging } from '../../lib/state.ts';
 import type { IdRanges } from '../03-namespaces/idrange.ts';
 import { lowerCopies, overlayForUserns } from '../08-hardening/overlay-userns.ts';
 import { idmapForbidden, shiftedDir } from '../08-hardening/userns.ts';
@@ -50,7 +50,7 @@ export function checkJailNameFree(jail: string): void {
 // The jail's dir: claimed whole, removed whole
 
 /** .new-<jail>-<pid>: a dir being made; renamed into place with jail.json in it, so a jail's dir never lacks one. */
-const STAGE = /^\.new-(.+)-(\d+)$/;
+const STAGE = /^\.new-.+-(\d+)$/;
 
 /**
  * Makes upper/, work/ and merged/ and writes jail.json in a staging dir,
@@ -149,18 +149,10 @@ export function removeJailDir(jail: string): string {
  * Kept jails stay: they wait for commit, or for rm.
  */
 export function cleanJailDirs(): string[] {
-  const entries = listDir(overlayRoot());
-  const removed: string[] = [];
-  for (const entry of entries) {
+  const removed = removeStaleStaging(overlayRoot(), STAGE).map((p) => `removed the half-made ${p}`);
+  for (const entry of listDir(overlayRoot())) {
     const path = join(overlayRoot(), entry);
-    const stage = STAGE.exec(entry);
-    if (stage) {
-      if (Number(stage[2]) !== process.pid && !isAlive(Number(stage[2]))) {
-        rmSync(path, { recursive: true, force: true });
-        removed.push(`removed the half-made ${path}`);
-      }
-      continue;
-    }
+    if (STAGE.test(entry)) continue; // a live launcher's, being made
     let state: JailState;
     try {
       state = readJailState(entry);
