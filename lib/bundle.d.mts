@@ -4,3 +4,5 @@ export const cacheDir: string;
 export function bundleName(entry: string): string;
 /** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
 export function bundled(entry: string): Promise<string>;
+/** Node's arguments (after its own path) that start an init: `flags`, then its CommonJS copy where it can have one, else its bundle. */
+export function initArgs(entry: string, flags?: string[]): Promise<string[]>;

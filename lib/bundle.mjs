@@ -4,12 +4,13 @@
 // through node_modules), so a start is as quick as plain `node`.
 //  - a step's entry (npm run step N): bin/step.mjs runs its bundle;
 //  - the jail's init: PID 1 inside the jail, where the repo may be unreadable
-//    (user namespace) or gone (after pivot_root).
+//    (user namespace) or gone (after pivot_root). Where it can be, an init
+//    also gets a CommonJS copy beside its bundle (initArgs), which Node
+//    starts without its ES module loader.
 // A bundle is rebuilt when any .ts under lib/ or steps/ changed (size or
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
-import { createHash } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -43,31 +44,71 @@ const writableCache = () => {
 /**
  * koffi is a native addon, found at run time through the repo's
  * node_modules, whatever directory the bundle itself is in: the bundle asks
- * the repo's own require() for it.
+ * the repo's own require() for it, and only when first used (lib/libc.ts
+ * binds its functions at their first call): a launcher that makes no libc
+ * call never loads the addon. Its main file is looked up when bundling (at
+ * run time, through koffi's package.json, that costs ~2 ms), and by name
+ * again if koffi was reinstalled since.
  */
 const koffiFromRepo = {
   name: 'koffi-from-repo',
   setup(b) {
     b.onResolve({ filter: /^koffi$/ }, () => ({ path: 'koffi', namespace: 'baj-koffi' }));
-    b.onLoad({ filter: /.*/, namespace: 'baj-koffi' }, () => ({
-      contents: `import { createRequire } from 'node:module'; export default createRequire(${JSON.stringify(join(repo, 'package.json'))})('koffi');`,
-      loader: 'js',
-    }));
+    b.onLoad({ filter: /.*/, namespace: 'baj-koffi' }, () => {
+      const pkg = join(repo, 'package.json');
+      let main = 'koffi';
+      try {
+        main = createRequire(pkg).resolve('koffi');
+      } catch {}
+      return {
+        contents: `import { createRequire } from 'node:module';
+          const repoRequire = createRequire(${JSON.stringify(pkg)});
+          const load = () => { try { return repoRequire(${JSON.stringify(main)}); } catch { return repoRequire('koffi'); } };
+          let koffi;
+          export default new Proxy({}, { get: (_, key) => (koffi ??= load())[key] });`,
+        loader: 'js',
+      };
+    });
   },
 };
 
-let stamp;
-function sourceStamp() {
-  if (stamp) return stamp;
-  const h = createHash('sha256');
-  for (const dir of ['lib', 'steps']) {
-    for (const f of readdirSync(join(repo, dir), { recursive: true }).sort()) {
-      if (!f.endsWith('.ts') && !f.endsWith('.mjs')) continue;
-      const s = statSync(join(repo, dir, f));
-      h.update(`${f}:${s.size}:${s.mtimeMs}\n`);
-    }
+/**
+ * 48 bits of two 32-bit hashes (FNV-1a's step, and a murmur-style lane) of
+ * the text's UTF-8, a 32-bit word at a time, as 12 hex digits: a cache key,
+ * not a secret. Loading node:crypto for it would cost every start ~4 ms, and
+ * a loop over single characters, still cold in V8, ~2 ms.
+ */
+function fnv12(text) {
+  const buf = Buffer.alloc((Buffer.byteLength(text) + 3) & ~3); // alloc: never pooled, so 4-byte aligned
+  buf.write(text);
+  const words = new Int32Array(buf.buffer, buf.byteOffset, buf.length >> 2);
+  let a = 0x811c9dc5;
+  let b = 0x9747b28c;
+  for (let i = 0; i < words.length; i++) {
+    a = Math.imul(a ^ words[i], 0x01000193);
+    b = Math.imul(b ^ words[i], 0x5bd1e995);
+    b ^= b >>> 15;
   }
-  return (stamp = h.digest('hex').slice(0, 12));
+  return ((a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0')).slice(0, 12);
+}
+
+// Once per process, and shared with the copy of this file inside a step's
+// bundle (bin/step.mjs loads both): each file is stat'ed once per start. A
+// walk of our own: readdirSync's { recursive } costs a start ~3 ms more.
+function sourceStamp() {
+  if (globalThis.__bajStamp) return globalThis.__bajStamp;
+  let list = '';
+  const walk = (dir, rel) => {
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (e.isDirectory()) walk(`${dir}/${e.name}`, `${rel}${e.name}/`);
+      else if (e.name.endsWith('.ts') || e.name.endsWith('.mjs')) {
+        const s = statSync(`${dir}/${e.name}`);
+        list += `${rel}${e.name}:${s.size}:${s.mtimeMs}\n`;
+      }
+    }
+  };
+  for (const dir of ['lib', 'steps']) walk(join(repo, dir), `${dir}/`);
+  return (globalThis.__bajStamp = fnv12(list));
 }
 
 /** The bundle's name: the step's directory and the entry, e.g. 04-pivot-root-init. */
@@ -75,6 +116,10 @@ export const bundleName = (entry) => `${basename(dirname(entry))}-${basename(ent
 
 /** Builds under way in this process, by output path: callers at the same moment (a daemon starting jails) share one. */
 const building = new Map();
+const once = (out, make) => {
+  if (!building.has(out)) building.set(out, make().finally(() => building.delete(out)));
+  return building.get(out);
+};
 
 /** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
 export async function bundled(entry) {
@@ -83,8 +128,7 @@ export async function bundled(entry) {
   const dir = writableCache();
   const out = join(dir, name);
   if (existsSync(out)) return out;
-  if (!building.has(out)) building.set(out, buildInto(entry, dir, out).finally(() => building.delete(out)));
-  return building.get(out);
+  return once(out, () => buildInto(entry, dir, out));
 }
 
 async function buildInto(entry, dir, out) {
@@ -105,21 +149,74 @@ async function buildInto(entry, dir, out) {
     banner: { js: `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url); globalThis.__bajRepo = ${JSON.stringify(repo)};` },
   });
   renameSync(tmp, out);
-  pruneStale(dir, bundleName(entry), out);
+  pruneStale(dir, bundleName(entry), [out]);
   return out;
 }
 
 /**
- * Older bundles of the same entry are dead weight once a new one exists; one
- * younger than a few minutes may still be about to start (a jail's init), so
- * it stays until a later build.
+ * Node's arguments (after its own path) that start an init: `flags`, and
+ * the init as one CommonJS script where it can be one (no top-level await,
+ * no import.meta), which Node runs without its ES module loader (~7 ms less
+ * on a slow machine); else its bundle.
+ */
+export async function initArgs(entry, flags = []) {
+  const bundle = await bundled(entry);
+  const script = await scriptOf(entry).catch(() => undefined);
+  return [...flags, script ?? bundle];
+}
+
+/** The .cjs beside the bundle, or undefined; an entry that cannot be one gets a marker, so it is tried once per stamp. */
+async function scriptOf(entry) {
+  const name = `${bundleName(entry)}-${sourceStamp()}`;
+  const lookIn = (dir) => (existsSync(join(dir, `${name}.cjs`)) ? join(dir, `${name}.cjs`) : existsSync(join(dir, `${name}.noscript`)) ? false : undefined);
+  const found = lookIn(cacheDir) ?? lookIn(writableCache());
+  if (found !== undefined) return found || undefined;
+  const dir = writableCache();
+  return once(join(dir, `${name}.cjs`), () => buildScript(entry, dir, name));
+}
+
+async function buildScript(entry, dir, name) {
+  const out = join(dir, `${name}.cjs`);
+  const tmp = `${out}.${process.pid}.tmp.cjs`;
+  try {
+    const { build } = createRequire(join(repo, 'package.json'))('esbuild');
+    const result = await build({
+      entryPoints: [entry],
+      bundle: true,
+      platform: 'node',
+      format: 'cjs',
+      target: 'node20',
+      external: ['esbuild'],
+      plugins: [koffiFromRepo],
+      outfile: tmp,
+      logLevel: 'silent',
+      banner: { js: `globalThis.__bajRepo = ${JSON.stringify(repo)};` },
+    });
+    // import.meta is empty in CommonJS: code that uses it has to stay a module
+    if (result.warnings.some((w) => w.text.includes('import.meta'))) throw new Error('uses import.meta');
+    renameSync(tmp, out);
+    pruneStale(dir, bundleName(entry), [out, join(dir, `${name}.mjs`)]);
+    return out;
+  } catch {
+    rmSync(tmp, { force: true });
+    try {
+      writeFileSync(join(dir, `${name}.noscript`), '');
+    } catch {}
+    return undefined;
+  }
+}
+
+/**
+ * Older bundles and scripts of the same entry are dead weight once a new
+ * one exists; one younger than a few minutes may still be about to start (a
+ * jail's init), so it stays until a later build.
  */
 function pruneStale(dir, name, keep) {
-  const pattern = new RegExp(`^${name}-[0-9a-f]{12}\\.mjs$`);
+  const pattern = new RegExp(`^${name}-[0-9a-f]{12}\\.(mjs|cjs|noscript)$`);
   for (const f of readdirSync(dir)) {
     const path = join(dir, f);
     try {
-      if (pattern.test(f) && path !== keep && Date.now() - statSync(path).mtimeMs > 10 * 60_000) rmSync(path);
+      if (pattern.test(f) && !keep.includes(path) && Date.now() - statSync(path).mtimeMs > 10 * 60_000) rmSync(path);
     } catch {}
   }
 }

@@ -4,11 +4,35 @@
 // jail's namespaces uses these (the host side uses the ordinary tools), but
 // for a few calls no tool exists: flock for the network's leases,
 // renameat2 for step 01's atomic swap, the xattr calls for step 09's layers.
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 import { readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 
-const libc = koffi.load('libc.so.6');
+type LibcFunction = ReturnType<LibraryHandle['func']>;
+let libc: LibraryHandle | undefined;
+const binders: ((lib: LibraryHandle) => void)[] = [];
+
+/**
+ * A libc function, bound when libc is first needed: a program that makes
+ * no call (the launcher, on the host) never dlopens libc through koffi, and
+ * in a bundle (lib/bundle.mjs) never loads koffi's native addon either.
+ */
+function fn(declaration: string): LibcFunction {
+  let f: LibcFunction | undefined;
+  binders.push((lib) => void (f ??= lib.func(declaration)));
+  return ((...args: unknown[]) => (f ?? (loadLibc(), f!))(...args)) as LibcFunction;
+}
+
+/**
+ * Loads koffi and libc and binds every function now rather than at the first
+ * call: for a caller with a moment to spare (an init waiting for its launcher).
+ */
+export function loadLibc(): void {
+  if (libc) return;
+  const lib = koffi.load('libc.so.6');
+  for (const bind of binders) bind(lib);
+  libc = lib;
+}
 
 // mount(2) flags, from <sys/mount.h>
 export const MS_RDONLY = 1;
@@ -21,34 +45,34 @@ export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 export const MNT_DETACH = 2;
 
-const _mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
-const _umount2 = libc.func('int umount2(const char *target, int flags)');
-const _syscall = libc.func('long syscall(long number, ...)');
-const _sethostname = libc.func('int sethostname(const char *name, size_t len)');
-const _chroot = libc.func('int chroot(const char *path)');
-const _chdir = libc.func('int chdir(const char *path)');
-const _mknod = libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)');
-const _execve = libc.func('int execve(const char *path, const char **argv, const char **envp)');
-const _fcntl = libc.func('int fcntl(int fd, int cmd, ...)');
-const _signal = libc.func('void *signal(int sig, void *handler)');
-const _sigprocmask = libc.func('int sigprocmask(int how, void *set, void *old)');
-const _sigemptyset = libc.func('int sigemptyset(void *set)');
-const _sigaddset = libc.func('int sigaddset(void *set, int sig)');
-const _waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)');
-const _tcsetpgrp = libc.func('int tcsetpgrp(int fd, int pgrp)');
-const _tcgetpgrp = libc.func('int tcgetpgrp(int fd)');
-const _getpgrp = libc.func('int getpgrp()');
-const _renameat2 = libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)');
-const _posix_spawn = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)');
-const _spawnattr_init = libc.func('int posix_spawnattr_init(void *attr)');
-const _spawnattr_setflags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
-const _spawnattr_setsigmask = libc.func('int posix_spawnattr_setsigmask(void *attr, void *set)');
-const _spawnattr_setsigdefault = libc.func('int posix_spawnattr_setsigdefault(void *attr, void *set)');
-const _spawnattr_setpgroup = libc.func('int posix_spawnattr_setpgroup(void *attr, int pgroup)');
-const _actions_init = libc.func('int posix_spawn_file_actions_init(void *actions)');
-const _actions_adddup2 = libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)');
-const _actions_destroy = libc.func('int posix_spawn_file_actions_destroy(void *actions)');
-const _pipe2 = libc.func('int pipe2(void *fds, int flags)');
+const _mount = fn('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
+const _umount2 = fn('int umount2(const char *target, int flags)');
+const _syscall = fn('long syscall(long number, ...)');
+const _sethostname = fn('int sethostname(const char *name, size_t len)');
+const _chroot = fn('int chroot(const char *path)');
+const _chdir = fn('int chdir(const char *path)');
+const _mknod = fn('int mknod(const char *path, uint32_t mode, uint64_t dev)');
+const _execve = fn('int execve(const char *path, const char **argv, const char **envp)');
+const _fcntl = fn('int fcntl(int fd, int cmd, ...)');
+const _signal = fn('void *signal(int sig, void *handler)');
+const _sigprocmask = fn('int sigprocmask(int how, void *set, void *old)');
+const _sigemptyset = fn('int sigemptyset(void *set)');
+const _sigaddset = fn('int sigaddset(void *set, int sig)');
+const _waitpid = fn('int waitpid(int pid, _Out_ int *status, int options)');
+const _tcsetpgrp = fn('int tcsetpgrp(int fd, int pgrp)');
+const _tcgetpgrp = fn('int tcgetpgrp(int fd)');
+const _getpgrp = fn('int getpgrp()');
+const _renameat2 = fn('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)');
+const _posix_spawn = fn('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)');
+const _spawnattr_init = fn('int posix_spawnattr_init(void *attr)');
+const _spawnattr_setflags = fn('int posix_spawnattr_setflags(void *attr, short flags)');
+const _spawnattr_setsigmask = fn('int posix_spawnattr_setsigmask(void *attr, void *set)');
+const _spawnattr_setsigdefault = fn('int posix_spawnattr_setsigdefault(void *attr, void *set)');
+const _spawnattr_setpgroup = fn('int posix_spawnattr_setpgroup(void *attr, int pgroup)');
+const _actions_init = fn('int posix_spawn_file_actions_init(void *actions)');
+const _actions_adddup2 = fn('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)');
+const _actions_destroy = fn('int posix_spawn_file_actions_destroy(void *actions)');
+const _pipe2 = fn('int pipe2(void *fds, int flags)');
 
 const errnoNames = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -253,7 +277,7 @@ export function spawn(path: string, argv: string[], env: string[], opts: SpawnOp
 // flock(2), for the one lock the host side needs (step 05's network leases):
 // the kernel drops the lock when the last descriptor of its open file closes,
 // so a killed holder can never leave it locked. Node has no flock.
-const _flock = libc.func('int flock(int fd, int op)');
+const _flock = fn('int flock(int fd, int op)');
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
@@ -277,10 +301,10 @@ export function flock(fd: number, op: number): boolean {
 // lives in security.capability. Node has no xattr calls. The l- variants act
 // on a symlink itself, never on what it points to: a layer is walked and
 // written without following its links.
-const _lgetxattr = libc.func('long lgetxattr(const char *path, const char *name, void *value, size_t size)');
-const _lsetxattr = libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)');
-const _llistxattr = libc.func('long llistxattr(const char *path, void *list, size_t size)');
-const _lremovexattr = libc.func('int lremovexattr(const char *path, const char *name)');
+const _lgetxattr = fn('long lgetxattr(const char *path, const char *name, void *value, size_t size)');
+const _lsetxattr = fn('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)');
+const _llistxattr = fn('long llistxattr(const char *path, void *list, size_t size)');
+const _lremovexattr = fn('int lremovexattr(const char *path, const char *name)');
 
 /** "No such attribute", and "this filesystem keeps none": both mean there is nothing to read. */
 const noXattr = (errno: number): boolean => errno === constants.errno.ENODATA || errno === constants.errno.ENOTSUP;

@@ -7,8 +7,8 @@ import { cacheDir } from '../../lib/bundle.mjs';
 import { cmdline, listPids } from '../../lib/proc.ts';
 import { isAlive } from '../../lib/state.ts';
 
-/** A process running a bundled init: node …/node_modules/.cache/build-a-jail/NN-step-init-STAMP.mjs. */
-const isJailInit = (argv: string[]): boolean => argv.some((a) => a.startsWith(cacheDir + '/') && /^\d\d-[\w-]+-init-[0-9a-f]{12}\.mjs$/.test(basename(a)));
+/** A process running a bundled init: node …/node_modules/.cache/build-a-jail/NN-step-init-STAMP.cjs (or .mjs, for an init that must stay a module). */
+const isJailInit = (argv: string[]): boolean => argv.some((a) => a.startsWith(cacheDir + '/') && /^\d\d-[\w-]+-init-[0-9a-f]{12}\.[cm]js$/.test(basename(a)));
 
 export async function clean(): Promise<string[]> {
   const inits = listPids().filter((pid) => pid !== process.pid && isJailInit(cmdline(pid) ?? []));

@@ -9,23 +9,25 @@ import { closeHandshake, die, readSpec, sendToLauncher, waitForGo } from './hand
 import { execTarget } from './exec.ts';
 
 const spec = readSpec<JailSpec>();
-await waitForGo(spec.namespaces.includes('user'));
-try {
-  const has = (ns: string) => spec.namespaces.includes(ns as never);
-  if (has('uts') && spec.hostname) sethostname(spec.hostname);
-  if (has('mount')) {
-    // unshare already made every mount private; say it here too: without it,
-    // a mount below would propagate back into the host's namespace
-    mount(null, '/', null, MS_REC | MS_PRIVATE);
-    // a fresh /proc shows the new PID namespace; the host's would show the host's
-    if (has('pid')) mount('proc', join(spec.rootfs, 'proc'), 'proc', MS_NOSUID | MS_NODEV | MS_NOEXEC);
+// .then, not a top-level await: lib/bundle.mjs can then make this init one CommonJS script, quicker to start
+void waitForGo(spec.namespaces.includes('user')).then(() => {
+  try {
+    const has = (ns: string) => spec.namespaces.includes(ns as never);
+    if (has('uts') && spec.hostname) sethostname(spec.hostname);
+    if (has('mount')) {
+      // unshare already made every mount private; say it here too: without it,
+      // a mount below would propagate back into the host's namespace
+      mount(null, '/', null, MS_REC | MS_PRIVATE);
+      // a fresh /proc shows the new PID namespace; the host's would show the host's
+      if (has('pid')) mount('proc', join(spec.rootfs, 'proc'), 'proc', MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
+    chroot(spec.rootfs);
+    chdir('/');
+  } catch (err) {
+    die(err);
   }
-  chroot(spec.rootfs);
-  chdir('/');
-} catch (err) {
-  die(err);
-}
-execTarget(spec.command, spec.env, () => {
-  sendToLauncher('running');
-  closeHandshake(); // fd 3 must not leak into the target
+  execTarget(spec.command, spec.env, () => {
+    sendToLauncher('running');
+    closeHandshake(); // fd 3 must not leak into the target
+  });
 });

@@ -91,7 +91,12 @@ export function superviseTarget(spec: JailSpec, beforeSpawn?: () => void, opts: 
   try {
     writeFileSync('/proc/self/oom_score_adj', '0');
   } catch {}
-  if (terminal) tcsetpgrp(0, target);
+  if (terminal) {
+    tcsetpgrp(0, target);
+    // an interactive shell that looked before this line found itself in the
+    // background and stopped itself (SIGTTIN); now that it is in front, wake it
+    process.kill(-target, 'SIGCONT');
+  }
 
   /** Orphans are re-parented to PID 1; reap them all, and notice when the target itself exits. */
   const reap = (): void => {

@@ -6,4 +6,5 @@
 // Bundled by lib/bundle.mjs.
 import { runHardenedInit } from './hardened-init.ts';
 
-await runHardenedInit();
+// not awaited at the top level: lib/bundle.mjs can then make this init one CommonJS script, quicker to start
+void runHardenedInit();

@@ -5,4 +5,5 @@
 import { runHardenedInit } from '../08-hardening/hardened-init.ts';
 import { serveExec } from './exec-server.ts';
 
-await runHardenedInit((spec) => ({ keepChannel: true, onReaped: serveExec(spec.env) }));
+// not awaited at the top level: lib/bundle.mjs can then make this init one CommonJS script, quicker to start
+void runHardenedInit((spec) => ({ keepChannel: true, onReaped: serveExec(spec.env) }));
