@@ -73,6 +73,9 @@ const _actions_init = fn('int posix_spawn_file_actions_init(void *actions)');
 const _actions_adddup2 = fn('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)');
 const _actions_destroy = fn('int posix_spawn_file_actions_destroy(void *actions)');
 const _pipe2 = fn('int pipe2(void *fds, int flags)');
+const _socket = fn('int socket(int domain, int type, int protocol)');
+const _ioctl = fn('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)');
+const _close = fn('int close(int fd)');
 
 const errnoNames = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -119,6 +122,28 @@ export function chroot(path: string): void {
 
 export function chdir(path: string): void {
   check(_chdir(path), `chdir ${path}`);
+}
+
+// netdevice(7): an interface's flags through ioctl on any socket; struct
+// ifreq is the name (IFNAMSIZ = 16 bytes) and a union whose first member
+// is the short ifr_flags, 40 bytes in all
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+const IFF_UP = 1;
+
+/** `ip link set NAME up`, in our network namespace (a jail's PID 1 brings its lo up so). */
+export function linkUp(name: string): void {
+  const fd = _socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 0o2000000 /* SOCK_CLOEXEC */, 0) as number;
+  check(fd, 'socket');
+  try {
+    const ifr = Buffer.alloc(40);
+    ifr.write(name, 0, 15, 'utf8');
+    check(_ioctl(fd, SIOCGIFFLAGS, ifr), `SIOCGIFFLAGS ${name}`);
+    ifr.writeInt16LE(ifr.readInt16LE(16) | IFF_UP, 16);
+    check(_ioctl(fd, SIOCSIFFLAGS, ifr), `SIOCSIFFLAGS ${name}`);
+  } finally {
+    _close(fd);
+  }
 }
 
 export const S_IFCHR = 0o020000;

@@ -43,6 +43,11 @@ export interface JailSpec {
    * Debian tree, step 09's jails on an image's layers.
    */
   overlay?: OverlayRoot;
+  /**
+   * PID 1 brings the loopback of the jail's own network namespace up before
+   * the target runs (step 05 asks for it; runc's init does the same).
+   */
+  loopbackUp?: boolean;
 }
 
 /**

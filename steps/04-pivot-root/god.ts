@@ -6,7 +6,7 @@
 //                    forward signals, reap every zombie, exit with its status.
 import { writeFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { blockSignals, clearCloexec, cloexecFrom, getpgrp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
+import { blockSignals, clearCloexec, cloexecFrom, getpgrp, linkUp, sethostname, shellStatus, spawn, SIGTTOU, SyscallError, tcgetpgrp, tcsetpgrp, waitpid, WNOHANG } from '../../lib/libc.ts';
 import { mountOverlay } from '../../lib/overlay.ts';
 import type { JailSpec } from '../../lib/spec.ts';
 import { envList, resolveCommand } from '../03-namespaces/exec.ts';
@@ -26,6 +26,7 @@ export function buildPrison(spec: JailSpec): void {
     mountDev(spec.rootfs);
     for (const dev of spec.devices ?? []) passDevice(spec.rootfs, dev);
     if (spec.hostname) sethostname(spec.hostname);
+    if (spec.loopbackUp) linkUp('lo'); // step 05: even 127.0.0.1 answers only once lo is up
     pivotInto(spec.rootfs);
   } catch (err) {
     die(err);

@@ -13,7 +13,7 @@
 import { readlinkSync } from 'node:fs';
 import type { CleanupStack } from '../../lib/cleanup.ts';
 import { JailError } from '../../lib/errors.ts';
-import { explain, heading } from '../../lib/output.ts';
+import { explain, heading, showCommand } from '../../lib/output.ts';
 import { BRIDGE, type Subnet } from './addresses.ts';
 import { deleteLink, ip, ipInJail, ipJson } from './ip.ts';
 
@@ -82,13 +82,18 @@ export async function configureJailEnd(pid: number, jailEnd: string, address: st
   await ipInJail(pid, 'link', 'set', jailEnd, 'name', 'eth0');
   await ipInJail(pid, 'addr', 'add', `${address}/${subnet.prefix}`, 'dev', 'eth0');
   await ipInJail(pid, 'link', 'set', 'eth0', 'up');
-  await bringLoopbackUp(pid);
   await ipInJail(pid, 'route', 'add', 'default', 'via', subnet.gateway);
+  showLoopbackUp();
 }
 
-/** A new network namespace has a loopback that is down: even 127.0.0.1 does not answer until it is up. */
-export async function bringLoopbackUp(pid: number): Promise<void> {
-  await ipInJail(pid, 'link', 'set', 'lo', 'up');
+/**
+ * A new network namespace has a loopback that is down: even 127.0.0.1 does
+ * not answer until it is up. PID 1 brings it up itself (spec.loopbackUp,
+ * step 04's buildPrison, an ioctl: lib/libc.ts's linkUp), as runc's init
+ * does: no tool to start from the host for it.
+ */
+export function showLoopbackUp(): void {
+  showCommand('ip link set lo up   # by PID 1, inside the jail\'s network namespace, before the target runs');
 }
 
 /** nsenter into the host's own namespace would rename the host's interfaces and replace its default route. */

@@ -16,7 +16,7 @@ import { heading, ok } from '../../lib/output.ts';
 import { requireRoot, requireTools } from '../../lib/preflight.ts';
 import type { JailHook, JailSpec } from '../../lib/spec.ts';
 import { BRIDGE, checkJailAddress, jailSubnet, maskOf, parseIPv4, vethNames, type Subnet } from './addresses.ts';
-import { bridgeState, bringLoopbackUp, checkOwnNetns, configureJailEnd, createVethPair, moveIntoNamespace, plugIntoBridge } from './bridge.ts';
+import { bridgeState, checkOwnNetns, configureJailEnd, showLoopbackUp, createVethPair, moveIntoNamespace, plugIntoBridge } from './bridge.ts';
 import { leaveSharedNetwork } from './clean.ts';
 import { bindHostResolvConf, bindResolvConf } from './dns.ts';
 import { ipJson } from './ip.ts';
@@ -106,6 +106,8 @@ export function networkHook(opts: NetworkOptions): NetworkHook {
       requireRoot(`--net ${opts.mode}`);
       const checked = await checkOptions(spec, opts);
       if (opts.mode === 'host') return bindHostResolvConf(spec);
+      // a network namespace of its own starts with lo down: PID 1 brings it up, inside, before the target runs
+      spec.loopbackUp = true;
       if (opts.mode !== 'bridge') return;
       subnet = checked.subnet!;
       for (const m of opts.publish) {
@@ -130,7 +132,7 @@ export function networkHook(opts: NetworkOptions): NetworkHook {
       checkOwnNetns(initPid);
       if (opts.mode === 'none') {
         heading(`Jail ${spec.name}: a network namespace with only lo`);
-        await bringLoopbackUp(initPid);
+        showLoopbackUp();
         network = { jail: spec.name, pid: initPid, mode: 'none', publish: [], hostLinks: [] };
         return;
       }
