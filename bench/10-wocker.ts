@@ -210,7 +210,7 @@ const PHASES = [
   'record -> shim up, "starting" (spawn, Node start, the shim bundle)',
   'shim up -> init forked (launcher: cgroup, overlay dirs, unshare) [tick]',
   'init forked -> "running" (init Node start, id maps, idmap helper, lo up, "go") [tick]',
-  '"running" -> 201 received (the daemon looks every 50 ms)',
+  '"running" -> 201 received (the daemon looks every 10 ms)',
   '"running" -> target forked (the init mounts, pivots, locks, spawns) [tick]',
 ];
 const phases = new Map<string, number[]>(PHASES.map((p) => [p, []]));

@@ -4,5 +4,7 @@ export const cacheDir: string;
 export function bundleName(entry: string): string;
 /** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
 export function bundled(entry: string): Promise<string>;
-/** Node's arguments (after its own path) that start an init: `flags`, then its CommonJS copy where it can have one, else its bundle. */
-export function initArgs(entry: string, flags?: string[]): Promise<string[]>;
+/** Node's arguments (after its own path) that start one of our scripts (an init, a helper, a shim): `flags`, then its CommonJS copy where it can have one, else its bundle. */
+export function nodeArgs(entry: string, flags?: string[]): Promise<string[]>;
+/** The environment for a Node child of ours that makes no TLS connection: without NODE_EXTRA_CA_CERTS, which every Node parses as it starts. */
+export function nodeChildEnv(env?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;

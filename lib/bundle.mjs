@@ -4,9 +4,9 @@
 // through node_modules), so a start is as quick as plain `node`.
 //  - a step's entry (npm run step N): bin/step.mjs runs its bundle;
 //  - the jail's init: PID 1 inside the jail, where the repo may be unreadable
-//    (user namespace) or gone (after pivot_root). Where it can be, an init
-//    also gets a CommonJS copy beside its bundle (initArgs), which Node
-//    starts without its ES module loader.
+//    (user namespace) or gone (after pivot_root). Where it can be, a script
+//    that a launcher starts (an init, a helper) also gets a CommonJS copy
+//    beside its bundle (nodeArgs), which Node starts without its ES module loader.
 // A bundle is rebuilt when any .ts under lib/ or steps/ changed (size or
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
@@ -154,15 +154,27 @@ async function buildInto(entry, dir, out) {
 }
 
 /**
- * Node's arguments (after its own path) that start an init: `flags`, and
- * the init as one CommonJS script where it can be one (no top-level await,
- * no import.meta), which Node runs without its ES module loader (~7 ms less
- * on a slow machine); else its bundle.
+ * Node's arguments (after its own path) that start one of our scripts (a
+ * jail's init, the idmap helper, a wocker shim): `flags`, and the script as
+ * one CommonJS file where it can be one (no top-level await, no
+ * import.meta), which Node runs without its ES module loader (~7 ms less on
+ * a slow machine); else its bundle.
  */
-export async function initArgs(entry, flags = []) {
+export async function nodeArgs(entry, flags = []) {
   const bundle = await bundled(entry);
   const script = await scriptOf(entry).catch(() => undefined);
   return [...flags, script ?? bundle];
+}
+
+/**
+ * The environment for a Node child of ours that makes no TLS connection (a
+ * jail's init, a wocker shim, the idmap helper): without
+ * NODE_EXTRA_CA_CERTS, a file of certificates that every Node would parse
+ * as it starts (~45 ms on a slow CPU).
+ */
+export function nodeChildEnv(env = process.env) {
+  const { NODE_EXTRA_CA_CERTS: _, ...rest } = env;
+  return rest;
 }
 
 /** The .cjs beside the bundle, or undefined; an entry that cannot be one gets a marker, so it is tried once per stamp. */

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { initArgs } from '../../lib/bundle.mjs';
+import { nodeArgs, nodeChildEnv } from '../../lib/bundle.mjs';
 import { CleanupStack, withSignals } from '../../lib/cleanup.ts';
 import { JailError, signalNumber } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
@@ -34,12 +34,11 @@ export interface LaunchOptions {
  * Node starts a pool of four V8 worker threads and, at its first file
  * read, four libuv threads. In the jail they are the init's, count
  * against pids.max, and push the target's PID up: the init needs one of each.
- * NODE_EXTRA_CA_CERTS makes every Node parse that file of certificates as
- * it starts (a CA bundle: ~45 ms on a slow CPU); the init makes no TLS
- * connection, and the target's environment is the spec's, not ours.
+ * The init makes no TLS connection: it starts without NODE_EXTRA_CA_CERTS
+ * (nodeChildEnv), and the target's environment is the spec's, not ours.
  */
 const INIT_NODE_FLAGS = ['--v8-pool-size=1'];
-const INIT_NODE_ENV = { UV_THREADPOOL_SIZE: '1', NODE_EXTRA_CA_CERTS: undefined };
+const INIT_NODE_ENV = { UV_THREADPOOL_SIZE: '1' };
 
 /** How long PID 1 gets to stop the jail after SIGTERM before it is killed. */
 const STOP_GRACE_MS = 3000;
@@ -77,7 +76,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
       await hook.prepare?.(spec, cleanup);
       if (stopping) throw interrupted();
     }
-    const init = await initArgs(opts.init, INIT_NODE_FLAGS);
+    const init = await nodeArgs(opts.init, INIT_NODE_FLAGS);
     const unshare = unshareArgs(spec.namespaces);
     heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
     showCommand(equivalentCommand(spec, unshare));
@@ -86,7 +85,7 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     // namespace dies, the kernel kills every process in it. No orphan jails.
     child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, ...init], {
       stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-      env: { ...process.env, ...INIT_NODE_ENV, JAIL_SPEC: JSON.stringify(spec) },
+      env: { ...nodeChildEnv(), ...INIT_NODE_ENV, JAIL_SPEC: JSON.stringify(spec) },
     });
     const proc = child;
     const exited = new Promise<number>((resolve) => proc.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))));

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, lchownSync, lstatSync, readdirSync, readFileSync
 import { createHash } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { bundled } from '../../lib/bundle.mjs';
+import { nodeArgs, nodeChildEnv } from '../../lib/bundle.mjs';
 import { JailError } from '../../lib/errors.ts';
 import { explain, heading, showCommand, warn } from '../../lib/output.ts';
 import { repoPath } from '../../lib/paths.ts';
@@ -87,7 +87,7 @@ export interface IdmapTarget {
  * mounted); any other failure throws.
  */
 export async function idmapInPlace(initPid: number, targets: IdmapTarget[]): Promise<string | undefined> {
-  const helper = await bundled(repoPath('steps/08-hardening/idmap-mount.ts'));
+  const helper = await nodeArgs(repoPath('steps/08-hardening/idmap-mount.ts'));
   const userns = `/proc/${initPid}/ns/user`;
   for (const t of targets) {
     showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- mount --bind -o X-mount.idmap=${userns}${t.readOnly ? ',ro' : ''} ${t.path} ${t.path}   # util-linux 2.39+`);
@@ -96,7 +96,7 @@ export async function idmapInPlace(initPid: number, targets: IdmapTarget[]): Pro
   const args = targets.flatMap((t) => (t.readOnly ? ['--read-only', t.path] : [t.path]));
   let out = '';
   try {
-    out = (await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, helper, userns, ...args])).stdout;
+    out = (await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, ...helper, userns, ...args], { env: nodeChildEnv() })).stdout;
   } catch (err) {
     out = String((err as { stdout?: string }).stdout ?? '');
     if (!out) throw new JailError(`the idmapped mount helper failed: ${(err as Error).message.split('\n')[0]}`, 'run npm run doctor');

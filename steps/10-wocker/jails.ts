@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { request } from 'node:http';
-import { bundled } from '../../lib/bundle.mjs';
+import { nodeArgs, nodeChildEnv } from '../../lib/bundle.mjs';
 import { repoPath } from '../../lib/paths.ts';
 import { BUILTIN_NAMES, imageExists } from '../09-layers/store.ts';
 import { ApiError, type JailRequest } from './api.ts';
@@ -66,10 +66,10 @@ export function jailView(id: string): JailView {
 
 /** The shim, started detached with its log as stdout and stderr: it outlives the daemon. */
 async function startShim(id: string): Promise<void> {
-  const shim = await bundled(repoPath('steps/10-wocker/shim.ts'));
+  const shim = await nodeArgs(repoPath('steps/10-wocker/shim.ts'));
   const log = openSync(logPath(id), 'a', 0o600);
   try {
-    const child = spawn(process.execPath, [shim, id], { detached: true, cwd: '/', stdio: ['ignore', log, log], env: { ...process.env, JAIL_QUIET: '1' } });
+    const child = spawn(process.execPath, [...shim, id], { detached: true, cwd: '/', stdio: ['ignore', log, log], env: { ...nodeChildEnv(), JAIL_QUIET: '1' } });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);
