@@ -3,8 +3,8 @@ import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { hostState, isRoot, jailSuite, repo, runStep, sh, waitFor } from './helpers.ts';
-import { rootfsDir } from '../lib/state.ts';
+import { hostState, isRoot, jailSuite, repo, runNode, runStep, sh, waitFor } from './helpers.ts';
+import { rootfsDir, runDir } from '../lib/state.ts';
 import { demoRoot } from '../steps/07-ssh-demo/root.ts';
 import { clientKey, sshCommand } from '../steps/07-ssh-demo/sshd.ts';
 
@@ -101,6 +101,19 @@ test("the root is an overlay of step 01's Debian tree: the jail's writes, deleti
   assert.not.ok(readFileSync('/proc/self/mountinfo', 'utf8').includes(dir), "the overlay is mounted in the jail's namespace only");
   assert.is((await runStep(7, ['--stop'], { env })).code, 0);
   assert.not.ok(existsSync(dir), 'the top is gone with the jail');
+});
+
+test("SIGKILL of the detached launcher: the jail dies with it, and npm run clean removes the demo's top (nothing else is left)", async () => {
+  assert.is((await runStep(7, ['--detach'], { env, timeoutMs: 180_000 })).code, 0);
+  const launcher = Number(readFileSync(join(runDir(), 'ssh-demo.pid'), 'utf8'));
+  const { dir } = demoRoot(rootfsDir('debian'));
+  process.kill(launcher, 'SIGKILL');
+  await waitFor('the jail to die with its launcher', () => hostState().jailProcesses.length === 0, 10_000);
+  assert.ok(existsSync(join(dir, 'upper')), "a SIGKILLed launcher's cleanup never ran");
+  const cleaned = await runNode([join(repo, 'bin/clean.ts')], { env: { JAIL_QUIET: '0' } }); // it says what it removed
+  assert.is(cleaned.code, 0, cleaned.stderr);
+  assert.match(cleaned.stdout + cleaned.stderr, /removed the ssh demo's top/);
+  assert.not.ok(existsSync(dir), 'the top is gone');
 });
 
 test('a taken port is refused before anything is made', async () => {
