@@ -36,11 +36,14 @@ export const DENY_LIST: DenyRule[] = [
   { calls: ['swapon', 'swapoff'], why: "the host's swap", unless: ['CAP_SYS_ADMIN'] },
   { calls: ['acct'], why: 'process accounting writes every exit on the machine to a file', unless: ['CAP_SYS_PACCT'] },
   { calls: ['open_by_handle_at'], why: 'opens any inode of a filesystem by number, past every mount: the 2014 "shocker" escape from Docker', unless: ['CAP_DAC_READ_SEARCH'] },
-  { calls: ['name_to_handle_at', 'quotactl', 'fanotify_init', 'lookup_dcookie'], why: 'filesystem internals beyond what a mount namespace hides', unless: ['CAP_SYS_ADMIN'] },
+  { calls: ['name_to_handle_at', 'quotactl', 'quotactl_fd', 'fanotify_init', 'lookup_dcookie'], why: 'filesystem internals beyond what a mount namespace hides', unless: ['CAP_SYS_ADMIN'] },
   { calls: ['bpf'], why: 'programs that run inside the kernel: a large attack surface', unless: ['CAP_SYS_ADMIN', 'CAP_BPF'] },
   { calls: ['perf_event_open'], why: 'observe the whole machine, and a long list of kernel bugs', unless: ['CAP_SYS_ADMIN', 'CAP_PERFMON'] },
-  { calls: ['userfaultfd'], why: 'pauses the kernel mid-copy: the classic tool for winning an exploit race', unless: ['CAP_SYS_PTRACE'] },
-  { calls: ['process_vm_readv', 'process_vm_writev', 'kcmp'], why: "another process's memory and files", unless: ['CAP_SYS_PTRACE'] },
+  { calls: ['userfaultfd'], why: 'pauses the kernel mid-copy: the classic tool for winning an exploit race (Docker allows it to no one)' },
+  { calls: ['process_vm_readv', 'process_vm_writev', 'kcmp', 'pidfd_getfd', 'process_madvise'], why: "another process's memory and files", unless: ['CAP_SYS_PTRACE'] },
+  { calls: ['get_mempolicy', 'set_mempolicy', 'set_mempolicy_home_node', 'mbind'], why: "the machine's NUMA memory placement, which the jail's cgroup does not confine", unless: ['CAP_SYS_NICE'] },
+  { calls: ['migrate_pages', 'move_pages'], why: "move another process's memory between NUMA nodes (Docker allows it to no one)" },
+  { calls: ['vhangup'], why: 'hang up the terminal, which may be the host\'s', unless: ['CAP_SYS_TTY_CONFIG'] },
   { calls: ['io_uring_setup', 'io_uring_enter', 'io_uring_register'], why: 'its operations run in the kernel without passing this filter, and it has been a rich source of escapes (Docker blocks it since 25.0)', errno: 'ENOSYS' },
   { calls: ['syslog'], why: "the host kernel's log, with its addresses", unless: ['CAP_SYSLOG'] },
   { calls: ['vm86', 'vm86old', 'uselib', 'ustat', 'sysfs', '_sysctl', 'nfsservctl', 'create_module', 'get_kernel_syms', 'query_module'], why: 'obsolete calls nobody needs, kept by some kernels for old binaries' },
@@ -75,7 +78,9 @@ export function ptraceBypassesSeccomp(kernel = release()): boolean {
 // libseccomp's ABI (seccomp.h)
 const SCMP_ACT_ALLOW = 0x7fff0000;
 const SCMP_ACT_ERRNO = (errno: number): number => 0x00050000 | (errno & 0xffff);
+const SCMP_CMP_EQ = 4;
 const SCMP_CMP_MASKED_EQ = 7;
+const AF_VSOCK = 40;
 const SCMP_FLTATR_CTL_NNP = 3;
 const SCMP_FLTATR_CTL_TSYNC = 4;
 const EPERM = 1;
@@ -116,6 +121,15 @@ export function openLibseccomp(): Libseccomp {
     load: so.func('int seccomp_load(void *ctx)'),
     release: so.func('void seccomp_release(void *ctx)'),
   });
+}
+
+/** struct scmp_arg_cmp { unsigned arg; enum op; u64 datum_a; u64 datum_b; }: "arg == value". */
+function argEq(arg: number, value: number): Buffer {
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(arg, 0);
+  b.writeInt32LE(SCMP_CMP_EQ, 4);
+  b.writeBigUInt64LE(BigInt(value), 8);
+  return b;
 }
 
 /** struct scmp_arg_cmp { unsigned arg; enum op; u64 datum_a; u64 datum_b; }: "arg & mask == value". */
@@ -169,6 +183,9 @@ export function buildFilter(keep: readonly string[]): Filter {
       }
       for (const call of rule.calls) add(call, rule.errno === 'ENOSYS' ? ENOSYS : EPERM);
     }
+    // socket stays, but not for vsock (AF_VSOCK): a channel to the hypervisor
+    // and to the host's own vsock services, outside every network namespace
+    add('socket', EPERM, [argEq(0, AF_VSOCK)], 'socket(AF_VSOCK)');
     // clone and unshare stay for threads and fork; only a NEW namespace is
     // refused: one rule per flag, "(flags & FLAG) == FLAG" — libseccomp ORs
     // the rules of one call.
