@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { jailHome, rootfsDir } from '../lib/state.ts';
 import { capabilitiesIn, capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
+import { thermalThrottlePaths } from '../steps/08-hardening/paths.ts';
 import { jailSuite, runStep, sh } from './helpers.ts';
 
 const test = jailSuite('step 08: the locks');
@@ -88,6 +89,13 @@ test('the busybox and the Debian rootfs both run locked', async () => {
   const r = await inJail(['--debian'], `perl -e '${perl}'`);
   const said = Object.fromEntries([...r.stdout.matchAll(/^(.+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
   assert.equal(said, { 'socket(AF_VSOCK)': '1', 'socket(AF_INET)': 'ok', move_pages: '1', mbind: '1', userfaultfd: '1', pidfd_getfd: '1', vhangup: '1' }, r.stdout);
+});
+
+// Docker's per-CPU thermal_throttle masks exist only where the CPU's driver made the directories
+const throttled = thermalThrottlePaths();
+(throttled.length ? test : test.skip)("each CPU's thermal_throttle directory is masked, as Docker masks it (skipped where the CPUs have none)", async () => {
+  const r = await inJail([], `ls -A ${throttled[0]} | wc -l; grep -c " ${throttled[0]} ro,.* - tmpfs " /proc/self/mountinfo`);
+  assert.is(r.stdout, '0\n1\n');
 });
 
 test('mount is refused: mount -t tmpfs none /mnt fails, and so does a new user namespace', async () => {

@@ -8,6 +8,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { mount, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT } from '../../lib/libc.ts';
 import { showCommand } from '../../lib/output.ts';
+import { listDir } from '../../lib/state.ts';
 
 /** runc's and Docker's default maskedPaths, and /proc/interrupts. */
 export const MASKED_PATHS = [
@@ -56,9 +57,22 @@ export function readonlyPath(path: string): void {
   mount(null, path, null, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 }
 
+/**
+ * Docker masks one more kind of path, one per CPU: the Intel thermal
+ * throttling counters, a side channel on what the host's CPUs are doing
+ * (only where the driver made them).
+ */
+export function thermalThrottlePaths(): string[] {
+  const cpus = '/sys/devices/system/cpu';
+  return listDir(cpus)
+    .filter((d) => /^cpu\d+$/.test(d))
+    .map((d) => `${cpus}/${d}/thermal_throttle`)
+    .filter((p) => existsSync(p));
+}
+
 /** Both lists, inside the jail after pivot_root. Paths this kernel lacks are skipped, as runc does. */
 export function lockSystemPaths(): { masked: string[]; readonly: string[] } {
-  const masked = MASKED_PATHS.filter((p) => existsSync(p));
+  const masked = [...MASKED_PATHS.filter((p) => existsSync(p)), ...thermalThrottlePaths()];
   const readonly = READONLY_PATHS.filter((p) => existsSync(p));
   for (const p of masked) maskPath(p);
   for (const p of readonly) readonlyPath(p);
