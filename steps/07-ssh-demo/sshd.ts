@@ -21,8 +21,9 @@ export const knownHosts = (): string => join(sshDir(), 'known_hosts');
 /** The lesson's start script: start sshd, then a shell — or, detached, just stay alive. */
 export const START_SCRIPT = `#!/bin/sh
 # Run by the jail's PID 1 (the god process) as its one child.
-# Host keys are made here, at every start (the jail's top is new each time), so no two jails share them.
-[ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A
+# The host key is made here, at every start (the jail's top is new each time), so no two jails share one.
+# One ed25519 key, the only one sshd is given (HostKey): milliseconds, where ssh-keygen -A's RSA key takes most of a second.
+[ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 mkdir -p /run/sshd && chmod 0755 /run/sshd
 service ssh start
 if [ -t 0 ]; then exec /bin/bash -l; fi
@@ -34,6 +35,7 @@ export function sshdConfig(listen: string): string {
   return [
     `Port ${SSH_PORT}`,
     `ListenAddress ${listen}`,
+    'HostKey /etc/ssh/ssh_host_ed25519_key',
     'PermitRootLogin prohibit-password',
     'PasswordAuthentication no',
     'KbdInteractiveAuthentication no',
