@@ -2,7 +2,7 @@
 // What layers buy at a jail's start, measured side by side in one run:
 //   - the Debian jail on an overlay of the debian image, against the same
 //     locked jail (step 08) on a fresh `cp -a` copy of the rootfs, what a
-//     private rootfs costs without layers (step 07 makes one at first start):
+//     private rootfs costs without layers (what step 07 made before it ran on an overlay):
 //     time, and the disk each jail takes (du of its upper against du of the copy);
 //   - the start of `step 9 --image busybox` and `--image debian` against
 //     `step 8` on the busybox rootfs (a bind of a shared tree, no overlay).
