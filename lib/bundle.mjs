@@ -121,36 +121,24 @@ const once = (out, make) => {
   return building.get(out);
 };
 
-/** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
-export async function bundled(entry) {
-  const name = `${bundleName(entry)}-${sourceStamp()}.mjs`;
-  if (existsSync(join(cacheDir, name))) return join(cacheDir, name);
-  const dir = writableCache();
-  const out = join(dir, name);
-  if (existsSync(out)) return out;
-  return once(out, () => buildInto(entry, dir, out));
+/** A file of the cache by name: in the repo's cache, else in the user's own (or undefined). */
+function cached(file) {
+  if (existsSync(join(cacheDir, file))) return join(cacheDir, file);
+  const own = join(writableCache(), file);
+  return existsSync(own) ? own : undefined;
 }
 
-async function buildInto(entry, dir, out) {
-  const tmp = `${out}.${process.pid}.tmp.mjs`;
-  // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
-  const { build } = createRequire(join(repo, 'package.json'))('esbuild');
-  await build({
-    entryPoints: [entry],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    external: ['esbuild'],
-    plugins: [koffiFromRepo],
-    outfile: tmp,
-    logLevel: 'error',
+/** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
+export async function bundled(entry) {
+  const name = `${bundleName(entry)}-${sourceStamp()}`;
+  const found = cached(`${name}.mjs`);
+  if (found) return found;
+  const out = join(writableCache(), `${name}.mjs`);
+  return once(out, async () => {
     // some bundled CommonJS packages call require(): give ESM one
-    banner: { js: `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url); globalThis.__bajRepo = ${JSON.stringify(repo)};` },
+    await esbuildInto(entry, out, 'esm', `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url);`);
+    return out;
   });
-  renameSync(tmp, out);
-  pruneStale(dir, bundleName(entry), [out]);
-  return out;
 }
 
 /**
@@ -158,12 +146,11 @@ async function buildInto(entry, dir, out) {
  * jail's init, the idmap helper, a wocker shim): `flags`, and the script as
  * one CommonJS file where it can be one (no top-level await, no
  * import.meta), which Node runs without its ES module loader (~7 ms less on
- * a slow machine); else its bundle.
+ * a slow machine); else its bundle, which is then the only one built.
  */
 export async function nodeArgs(entry, flags = []) {
-  const bundle = await bundled(entry);
   const script = await scriptOf(entry).catch(() => undefined);
-  return [...flags, script ?? bundle];
+  return [...flags, script ?? (await bundled(entry))];
 }
 
 /**
@@ -180,55 +167,70 @@ export function nodeChildEnv(env = process.env) {
 /** The .cjs beside the bundle, or undefined; an entry that cannot be one gets a marker, so it is tried once per stamp. */
 async function scriptOf(entry) {
   const name = `${bundleName(entry)}-${sourceStamp()}`;
-  const lookIn = (dir) => (existsSync(join(dir, `${name}.cjs`)) ? join(dir, `${name}.cjs`) : existsSync(join(dir, `${name}.noscript`)) ? false : undefined);
-  const found = lookIn(cacheDir) ?? lookIn(writableCache());
-  if (found !== undefined) return found || undefined;
+  const found = cached(`${name}.cjs`);
+  if (found) return found;
+  if (cached(`${name}.noscript`)) return undefined;
   const dir = writableCache();
-  return once(join(dir, `${name}.cjs`), () => buildScript(entry, dir, name));
+  const out = join(dir, `${name}.cjs`);
+  return once(out, async () => {
+    try {
+      // import.meta is empty in CommonJS: code that uses it has to stay a module
+      const warnings = await esbuildInto(entry, out, 'cjs', '', (w) => w.text.includes('import.meta'));
+      if (warnings) throw new Error('uses import.meta');
+      return out;
+    } catch {
+      try {
+        writeFileSync(join(dir, `${name}.noscript`), '');
+      } catch {}
+      return undefined;
+    }
+  });
 }
 
-async function buildScript(entry, dir, name) {
-  const out = join(dir, `${name}.cjs`);
-  const tmp = `${out}.${process.pid}.tmp.cjs`;
+/**
+ * esbuild's one bundle of `entry`, written to a temp file and renamed to
+ * `out` only if it succeeded and `refuse` (given esbuild's warnings) says
+ * nothing against it; returns whether it refused. Koffi stays the repo's
+ * (koffiFromRepo); the bundle knows where the repo is (globalThis.__bajRepo).
+ */
+async function esbuildInto(entry, out, format, banner, refuse = () => false) {
+  const tmp = `${out}.${process.pid}.tmp.${format === 'cjs' ? 'cjs' : 'mjs'}`;
+  // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
+  const { build } = createRequire(join(repo, 'package.json'))('esbuild');
   try {
-    const { build } = createRequire(join(repo, 'package.json'))('esbuild');
     const result = await build({
       entryPoints: [entry],
       bundle: true,
       platform: 'node',
-      format: 'cjs',
+      format,
       target: 'node20',
       external: ['esbuild'],
       plugins: [koffiFromRepo],
       outfile: tmp,
-      logLevel: 'silent',
-      banner: { js: `globalThis.__bajRepo = ${JSON.stringify(repo)};` },
+      logLevel: format === 'cjs' ? 'silent' : 'error',
+      banner: { js: `${banner} globalThis.__bajRepo = ${JSON.stringify(repo)};` },
     });
-    // import.meta is empty in CommonJS: code that uses it has to stay a module
-    if (result.warnings.some((w) => w.text.includes('import.meta'))) throw new Error('uses import.meta');
+    if (result.warnings.some(refuse)) return true;
     renameSync(tmp, out);
-    pruneStale(dir, bundleName(entry), [out, join(dir, `${name}.mjs`)]);
-    return out;
-  } catch {
+  } finally {
     rmSync(tmp, { force: true });
-    try {
-      writeFileSync(join(dir, `${name}.noscript`), '');
-    } catch {}
-    return undefined;
   }
+  pruneStale(dirname(out), entry);
+  return false;
 }
 
 /**
- * Older bundles and scripts of the same entry are dead weight once a new
- * one exists; one younger than a few minutes may still be about to start (a
- * jail's init), so it stays until a later build.
+ * Older bundles and scripts of the same entry are dead weight once new ones
+ * exist; one younger than a few minutes may still be about to start (a
+ * jail's init), so it stays until a later build. Those of this stamp stay.
  */
-function pruneStale(dir, name, keep) {
-  const pattern = new RegExp(`^${name}-[0-9a-f]{12}\\.(mjs|cjs|noscript)$`);
+function pruneStale(dir, entry) {
+  const pattern = new RegExp(`^${bundleName(entry)}-([0-9a-f]{12})\\.(mjs|cjs|noscript)$`);
   for (const f of readdirSync(dir)) {
-    const path = join(dir, f);
+    const stamp = pattern.exec(f)?.[1];
+    if (!stamp || stamp === sourceStamp()) continue;
     try {
-      if (pattern.test(f) && !keep.includes(path) && Date.now() - statSync(path).mtimeMs > 10 * 60_000) rmSync(path);
+      if (Date.now() - statSync(join(dir, f)).mtimeMs > 10 * 60_000) rmSync(join(dir, f));
     } catch {}
   }
 }
