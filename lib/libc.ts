@@ -5,7 +5,7 @@
 // for a few calls no tool exists: flock for the network's leases,
 // renameat2 for step 01's atomic swap, the xattr calls for step 09's layers.
 import koffi, { type LibraryHandle } from 'koffi';
-import { readdirSync } from 'node:fs';
+import { closeSync, readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 
 type LibcFunction = ReturnType<LibraryHandle['func']>;
@@ -75,7 +75,6 @@ const _actions_destroy = fn('int posix_spawn_file_actions_destroy(void *actions)
 const _pipe2 = fn('int pipe2(void *fds, int flags)');
 const _socket = fn('int socket(int domain, int type, int protocol)');
 const _ioctl = fn('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)');
-const _close = fn('int close(int fd)');
 
 const errnoNames = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -142,7 +141,7 @@ export function linkUp(name: string): void {
     ifr.writeInt16LE(ifr.readInt16LE(16) | IFF_UP, 16);
     check(_ioctl(fd, SIOCSIFFLAGS, ifr), `SIOCSIFFLAGS ${name}`);
   } finally {
-    _close(fd);
+    closeSync(fd);
   }
 }
 
