@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { overlayTwin, type OverlayRoot } from '../../lib/overlay.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import type { JailHook } from '../../lib/spec.ts';
-import { jailHome, listDir } from '../../lib/state.ts';
+import { jailHome } from '../../lib/state.ts';
 
 /** The demo's own dir; one demo runs at a time (its pid file says which). */
 export const demoDir = (): string => join(jailHome(), 'ssh-demo');
@@ -85,7 +85,7 @@ export function demoRootHook(r: DemoRoot, fill: (r: DemoRoot) => Promise<void>):
 /** npm run clean: the top of a demo whose launcher is gone (SIGKILLed: its cleanup never ran). */
 export function cleanDemoRoot(running: boolean): string[] {
   const dir = demoDir();
-  if (running || !listDir(dirname(dir)).includes('ssh-demo')) return [];
+  if (running || !existsSync(dir)) return [];
   rmSync(dir, { recursive: true, force: true });
   return [`removed the ssh demo's top, ${dir} (its launcher is gone)`];
 }

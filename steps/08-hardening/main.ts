@@ -16,6 +16,7 @@ import { cgroupFlags, checkDevices, deviceFlag, limitsFromFlags } from '../06-cg
 import { DOCKER_DEFAULT_CAPS } from './capabilities.ts';
 import { deviceRules, hardenedSpec, hardenFlags, launchHardened, locksFromFlags, type Locks } from './jail.ts';
 import { runSshDemo, sshDemoFlags } from '../07-ssh-demo/demo.ts';
+import { overlayOf } from '../07-ssh-demo/root.ts';
 import { overlayForUserns } from './overlay-userns.ts';
 import { runEscapeLab } from './lab.ts';
 import { openLibseccomp } from './seccomp.ts';
@@ -71,7 +72,7 @@ if (flagArgs.includes('--ssh')) {
       argv,
       // the demo's overlay root: with a user namespace, its layer and top made usable by the mapped root first
       launch: (spec, o) =>
-        launchHardened(hardenedSpec({ ...spec, overlay: spec.overlay && { ...spec.overlay, userxattr: locks.userns } }, locks), {
+        launchHardened(hardenedSpec({ ...spec, overlay: overlayOf(o.root.dirs, locks.userns) }, locks), {
           hooks: o.hooks,
           onStarted: o.onStarted,
           rootHook: (ranges) => (ranges ? { ...o.root.hook, attach: (_s, pid, cleanup) => overlayForUserns(pid, { ...o.root.dirs, lower: [o.root.dirs.lower] }, ranges, cleanup) } : o.root.hook),
