@@ -4,9 +4,10 @@
 // through node_modules), so a start is as quick as plain `node`.
 //  - a step's entry (npm run step N): bin/step.mjs runs its bundle;
 //  - the jail's init: PID 1 inside the jail, where the repo may be unreadable
-//    (user namespace) or gone (after pivot_root). Where it can be, a script
-//    that a launcher starts (an init, a helper) also gets a CommonJS copy
-//    beside its bundle (nodeArgs), which Node starts without its ES module loader.
+//    (user namespace) or gone (after pivot_root). Where its code allows, a
+//    script that a launcher starts (an init, a helper) is bundled as one
+//    CommonJS file instead (nodeArgs), which Node starts without its ES
+//    module loader.
 // A bundle is rebuilt when any .ts under lib/ or steps/ changed (size or
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
