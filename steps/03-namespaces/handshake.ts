@@ -1,6 +1,9 @@
 // The init and the launcher talk over one socket, fd 3 in the init:
 //   init -> launcher  "pid 4242"        my PID as the host sees it
 //   launcher -> init  "go"              uid maps, cgroups, veths are in place
+//   launcher -> init  "go SPEC"         the same, from a launcher that started the init
+//                                       before it knew the jail (step 10's pool): the
+//                                       JSON spec replaces the one the init started with
 //   init -> launcher  "running"         the target was started (spawned, or about to be exec'd)
 //   init -> launcher  "error <message>" setup failed; the launcher explains
 //   init -> launcher  anything else     a report for the launcher's onMessage
@@ -27,8 +30,8 @@ let socket: Socket | undefined;
  * ambient ones, so we can now become the namespace's root: setuid(0) inside
  * is the unprivileged host uid the map names.
  */
-export async function waitForGo(userns: boolean): Promise<void> {
-  await receiveGo();
+export async function waitForGo<T>(userns: boolean): Promise<T | undefined> {
+  const sent = await receiveGo();
   if (userns) {
     // drop the launcher's supplementary groups; a rootless launcher had to
     // deny setgroups(2) to write its map, and then it has none worth dropping
@@ -38,9 +41,11 @@ export async function waitForGo(userns: boolean): Promise<void> {
     process.setgid!(0);
     process.setuid!(0);
   }
+  return sent ? (JSON.parse(sent) as T) : undefined;
 }
 
-function receiveGo(): Promise<void> {
+/** Resolves with the spec that came with "go", or '' for a bare "go". */
+function receiveGo(): Promise<string> {
   // /proc is still the host's here, so /proc/self names our PID in the host's
   // PID namespace, while getpid() already says 1.
   sendToLauncher(`pid ${readlinkSync('/proc/self')}`);
@@ -50,12 +55,15 @@ function receiveGo(): Promise<void> {
     const gone = () => reject(new Error('the launcher went away before the jail started'));
     const onData = (d: Buffer) => {
       buf += d;
-      if (!buf.includes('go\n')) return;
+      const end = buf.indexOf('\n');
+      if (end === -1) return;
+      const line = buf.slice(0, end);
+      if (line !== 'go' && !line.startsWith('go ')) return reject(new Error(`the launcher said ${JSON.stringify(line.slice(0, 40))}, not "go"`));
       // done listening: a later reader (step 10's exec) gets the channel to itself
       sock.off('data', onData).off('end', gone).off('error', reject);
       sock.pause();
       sock.unref();
-      resolve();
+      resolve(line.slice(3));
     };
     sock.on('data', onData);
     sock.on('end', gone);

@@ -12,7 +12,7 @@ import { JailError, signalNumber } from '../../lib/errors.ts';
 import { explain, heading, showCommand } from '../../lib/output.ts';
 import { shellQuote } from '../../lib/sh.ts';
 import { isRoot, requireTools } from '../../lib/preflight.ts';
-import type { JailHook, JailSpec } from '../../lib/spec.ts';
+import type { JailHook, JailSpec, Namespace } from '../../lib/spec.ts';
 import { jailIdRanges, type IdRanges } from './idrange.ts';
 import { cloneFlags, idMap, unshareArgs } from './namespaces.ts';
 
@@ -28,6 +28,8 @@ export interface LaunchOptions {
   onChannel?: (send: (line: string) => void) => void;
   /** With a user namespace and a root launcher: the host IDs root inside maps to (default: jailIdRanges()). */
   idRanges?: IdRanges;
+  /** An init started in advance (parkInit), in the same namespaces: no spawn, no ID maps; the hooks run around it. */
+  parked?: StartedInit;
 }
 
 /**
@@ -40,14 +42,21 @@ export interface LaunchOptions {
 const INIT_NODE_FLAGS = ['--v8-pool-size=1'];
 const INIT_NODE_ENV = { UV_THREADPOOL_SIZE: '1' };
 
+/** V8 compiles a function when it first runs; --no-lazy compiles them all at the start instead. */
+export const EAGER = ['--no-lazy'];
+
 /** How long PID 1 gets to stop the jail after SIGTERM before it is killed. */
 const STOP_GRACE_MS = 3000;
 
 export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<number> {
   requireTools('unshare', 'setpriv');
   const hooks = opts.hooks ?? [];
+  const parked = opts.parked;
+  if (parked && parked.namespaces.join() !== spec.namespaces.join()) {
+    throw new JailError(`the waiting init has the namespaces ${parked.namespaces.join(' ')}, this jail wants ${spec.namespaces.join(' ')}`, 'this is a bug in the pool: it must hand out only inits of the same shape');
+  }
   await using cleanup = new CleanupStack();
-  let child: ChildProcess | undefined;
+  let child: ChildProcess | undefined = parked?.child;
   let initPid = 0;
   let started = false;
   let stopping: NodeJS.Signals | undefined;
@@ -69,69 +78,131 @@ export async function launchJail(spec: JailSpec, opts: LaunchOptions): Promise<n
     }, STOP_GRACE_MS).unref();
   };
   const interrupted = () => new JailError(`interrupted by ${stopping} before the jail started; everything made so far is undone`, undefined, 128 + (signalNumber(stopping!) ?? 0));
-
-  // `return await`, not `return`: the cleanup stack must unwind after the jail ends, not when the promise is made
-  return await withSignals(stop, async () => {
+  const prepareAll = async () => {
     for (const hook of hooks) {
       await hook.prepare?.(spec, cleanup);
       if (stopping) throw interrupted();
     }
-    const init = await nodeArgs(opts.init, INIT_NODE_FLAGS);
-    const unshare = unshareArgs(spec.namespaces);
-    heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
-    showCommand(equivalentCommand(spec, unshare));
-    // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
-    // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
-    // namespace dies, the kernel kills every process in it. No orphan jails.
-    child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, ...init], {
-      stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-      env: { ...nodeChildEnv(), ...INIT_NODE_ENV, JAIL_SPEC: JSON.stringify(spec) },
-    });
-    const proc = child;
-    const exited = new Promise<number>((resolve) => proc.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))));
-    proc.on('error', () => {});
-    const channel = proc.stdio[3] as Readable & Writable;
-    const messages = lines(channel);
-    const first = await messages.next();
-    if (stopping) {
-      proc.kill('SIGKILL');
-      await exited;
-      throw interrupted();
+  };
+
+  // `return await`, not `return`: the cleanup stack must unwind after the jail ends, not when the promise is made
+  return await withSignals(stop, async () => {
+    let init: StartedInit;
+    if (parked) {
+      init = parked;
+      heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
+      explain(`its init (PID ${parked.pid} on the host) was started before this jail was asked for, and waits for "go" with the jail's spec`);
+    } else {
+      await prepareAll();
+      try {
+        init = await startInit(spec, opts.init, (c) => (child = c));
+      } catch (err) {
+        if (stopping) throw interrupted();
+        throw err;
+      }
+      if (stopping) {
+        init.child.kill('SIGKILL');
+        await init.exited;
+        throw interrupted();
+      }
     }
-    if (first.done || !first.value.startsWith('pid ')) {
-      const status = await exited;
-      throw new JailError(`the jail's init did not start (exit status ${status})`, 'run npm run doctor to check this machine');
-    }
-    initPid = Number(first.value.slice(4));
+    initPid = init.pid;
     try {
-      if (spec.namespaces.includes('user')) writeIdMaps(initPid, opts.idRanges);
+      if (!parked && spec.namespaces.includes('user')) writeIdMaps(initPid, opts.idRanges);
+      if (parked) await prepareAll(); // the init exists already: hooks make the host's side around it
       for (const hook of hooks) {
         await hook.attach?.(spec, initPid, cleanup);
         if (stopping) throw interrupted();
       }
     } catch (err) {
-      proc.kill('SIGKILL'); // the init waits for "go": it has nothing to stop gracefully
-      await exited;
+      init.child.kill('SIGKILL'); // the init waits for "go": it has nothing to stop gracefully
+      await init.exited;
       throw err;
     }
     started = true;
-    channel.write('go\n');
+    const { channel } = init;
+    channel.write(parked ? `go ${JSON.stringify(spec)}\n` : 'go\n');
     opts.onChannel?.((line) => {
       if (!channel.destroyed && channel.writable) channel.write(line + '\n');
     });
     // after "go" the init says "running" once the target runs, "error …" if its setup failed, or reports (onMessage)
     let failure: { message: string; code?: string } | undefined;
-    for await (const line of messages) {
+    for await (const line of init.messages) {
       if (line === 'running') opts.onStarted?.(initPid);
       else if (line.startsWith('error ')) failure ??= JSON.parse(line.slice(6));
       else opts.onMessage?.(line);
     }
-    const status = await exited;
+    const status = await init.exited;
     if (failure) throw new JailError(`the jail could not be set up: ${failure.message}`, hintFor(failure.code));
     for (const hook of hooks) await hook.report?.(spec);
     // util-linux 2.38's unshare exits 1 when its child is SIGKILLed; say what happened
     return killedHard ? 128 + 9 : status;
   });
+}
+
+/** An init in its new namespaces, waiting for "go": its host PID, its channel (fd 3) and its end. */
+export interface StartedInit {
+  pid: number;
+  namespaces: Namespace[];
+  child: ChildProcess;
+  channel: Readable & Writable;
+  messages: AsyncGenerator<string>;
+  /** Its exit status, as the launcher reports it. */
+  exited: Promise<number>;
+}
+
+/**
+ * setpriv + unshare + the init; resolves once the init said its PID. With
+ * `track` (a jail launched now) the child is told at once, for Ctrl-C, and
+ * the clone is shown; without it (parkInit) nothing is shown.
+ */
+async function startInit(spec: JailSpec, entry: string, track?: (child: ChildProcess) => void): Promise<StartedInit> {
+  // a parked init (no `track`) compiles its whole script as it starts, off the jail's path: after "go" no function waits for its compile
+  const init = await nodeArgs(entry, track ? INIT_NODE_FLAGS : [...INIT_NODE_FLAGS, ...EAGER]);
+  const unshare = unshareArgs(spec.namespaces);
+  if (track) {
+    heading(`Starting the jail: clone(${cloneFlags(spec.namespaces)})`);
+    showCommand(equivalentCommand(spec, unshare));
+  }
+  // setpriv --pdeathsig: if the launcher dies (even by SIGKILL) unshare gets
+  // SIGKILL; --kill-child passes it to the init; when PID 1 of a PID
+  // namespace dies, the kernel kills every process in it. No orphan jails.
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...unshare, '--', process.execPath, ...init], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...nodeChildEnv(), ...INIT_NODE_ENV, JAIL_SPEC: JSON.stringify(spec) },
+  });
+  track?.(child);
+  const exited = new Promise<number>((resolve) => child.on('close', (code, sig) => resolve(code ?? 128 + (signalNumber(sig ?? 'SIGKILL') ?? 9))));
+  child.on('error', () => {});
+  const channel = child.stdio[3] as Readable & Writable;
+  channel.on('error', () => {}); // an init that died: its exit status tells, not an EPIPE
+  const messages = lines(channel);
+  const first = await messages.next();
+  if (first.done || !first.value.startsWith('pid ')) {
+    child.kill('SIGKILL');
+    const status = await exited;
+    throw new JailError(`the jail's init did not start (exit status ${status})`, 'run npm run doctor to check this machine');
+  }
+  return { pid: Number(first.value.slice(4)), namespaces: [...spec.namespaces], child, channel, messages, exited };
+}
+
+/**
+ * An init started before its jail is known (step 10's pool): in the
+ * namespaces of `spec`, its ID maps written, waiting. launchJail with
+ * `parked` finishes it: the hooks, then "go" with the real spec. If this
+ * process dies first, the init dies with it (--pdeathsig).
+ */
+export async function parkInit(spec: JailSpec, init: string, idRanges?: IdRanges): Promise<StartedInit> {
+  requireTools('unshare', 'setpriv');
+  const started = await startInit(spec, init);
+  try {
+    if (spec.namespaces.includes('user')) writeIdMaps(started.pid, idRanges);
+  } catch (err) {
+    started.child.kill('SIGKILL');
+    await started.exited;
+    throw err;
+  }
+  return started;
 }
 
 /**
