@@ -1,7 +1,8 @@
 // Step 08's init as a function: step 04's god process with the locks put
 // between its two halves, in runc's order (locks.ts says why this order):
-//   readSpec, wait for "go"           the launcher wrote the ID maps and made the rootfs usable
-//   prepareLocks                      libseccomp loaded, the filter built: the host's /lib is still here
+//   readSpec, prepareLocks            libseccomp loaded, the filter built (the host's /lib is
+//                                     still here), while the launcher does its part
+//   wait for "go"                     the launcher wrote the ID maps and made the rootfs usable
 //   buildPrison                       private mounts, the root, /proc /sys /dev, hostname, pivot_root
 //   applyPathLocks                    masked and read-only /proc and /sys paths
 //   then either the escape payload    (the escape lab: every lock on, then an attempt instead of a target)
@@ -24,15 +25,15 @@ import { applyLocks, applyPathLocks, prepareLocks, type PreparedLocks } from './
  * keeps the channel).
  */
 export async function runHardenedInit<S extends HardenedSpec>(supervise?: (spec: S) => SuperviseOptions): Promise<void> {
-  const spec = readSpec<S>();
-  await waitForGo(spec.namespaces.includes('user'));
-
-  let prepared: PreparedLocks = {};
-  try {
-    prepared = prepareLocks(spec.locks);
-  } catch (err) {
-    die(err);
-  }
+  const started = readSpec<S>();
+  // the filter is built while the launcher still works (ID maps, idmapped
+  // layers, cgroup): nothing in it depends on what the launcher does; a
+  // failure waits for "go", when the launcher listens for an "error" line
+  const early = prepareOrError(started.locks);
+  // a pooled init (step 10) started before its jail was known: "go" brings the spec
+  const spec = (await waitForGo<S>(started.namespaces.includes('user'))) ?? started;
+  const prepared = JSON.stringify(spec.locks) === JSON.stringify(started.locks) ? early : prepareOrError(spec.locks);
+  if (prepared instanceof Error) die(prepared);
   buildPrison(spec);
   try {
     applyPathLocks(spec.locks);
@@ -57,4 +58,12 @@ export async function runHardenedInit<S extends HardenedSpec>(supervise?: (spec:
   }
 
   superviseTarget(spec, () => applyLocks(spec.locks, prepared), supervise?.(spec));
+}
+
+function prepareOrError(locks: HardenedSpec['locks']): PreparedLocks | Error {
+  try {
+    return prepareLocks(locks);
+  } catch (err) {
+    return err as Error;
+  }
 }

@@ -13,8 +13,9 @@
 // Every tree is cloned and idmapped before the first is attached: a path the
 // kernel refuses leaves none of them half done.
 // Prints one line of JSON: {"ok":true} or {"path":…,"call":…,"code":…}.
+// With --stdin instead of PATHs it reads them later, from one line on stdin.
 import koffi from 'koffi';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { mount, MS_PRIVATE, MS_REC, SyscallError } from '../../lib/libc.ts';
 
 const libc = koffi.load('libc.so.6');
@@ -72,9 +73,22 @@ function parseArgv(argv: string[]): { userns?: string; paths: { path: string; re
   return { userns, paths };
 }
 
-const { userns, paths } = parseArgv(process.argv.slice(2));
+/**
+ * `USERNS --stdin`: started ahead of time (step 10's pool), the helper waits
+ * in the jail's mount namespace for its PATHs, one line of JSON (the same
+ * words as argv) on stdin; stdin closed without a line: nothing to do.
+ */
+function readArgv(): string[] {
+  const argv = process.argv.slice(2);
+  if (argv[1] !== '--stdin' || argv.length !== 2) return argv;
+  const line = readFileSync(0, 'utf8').trim();
+  if (!line) process.exit(0);
+  return [argv[0]!, ...(JSON.parse(line) as string[])];
+}
+
+const { userns, paths } = parseArgv(readArgv());
 if (!userns || !paths.length) {
-  process.stderr.write('usage: nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs /proc/PID/ns/user [--read-only] PATH…\n');
+  process.stderr.write('usage: nsenter --mount=/proc/PID/ns/mnt -- node idmap-mount.mjs /proc/PID/ns/user [--read-only] PATH… | --stdin\n');
   process.exit(2);
 }
 let at = paths[0]!.path;
@@ -96,9 +110,9 @@ try {
     moveMount(tree, path);
     closeSync(tree);
   }
-  process.stdout.write(JSON.stringify({ ok: true }) + '\n');
+  writeSync(1, JSON.stringify({ ok: true }) + '\n'); // not process.stdout: making that stream costs ms
 } catch (err) {
   const e = err as SyscallError;
-  process.stdout.write(JSON.stringify({ path: at, call: e.call ?? 'idmap', code: e.code ?? String(err) }) + '\n');
+  writeSync(1, JSON.stringify({ path: at, call: e.call ?? 'idmap', code: e.code ?? String(err) }) + '\n');
   process.exit(1);
 }

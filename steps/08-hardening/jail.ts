@@ -6,7 +6,7 @@ import type { FlagSpecs } from '../../lib/cli.ts';
 import { JailError } from '../../lib/errors.ts';
 import { repoPath } from '../../lib/paths.ts';
 import type { JailHook, JailSpec, Namespace } from '../../lib/spec.ts';
-import { launchJail } from '../03-namespaces/launcher.ts';
+import { launchJail, type StartedInit } from '../03-namespaces/launcher.ts';
 import { deviceRule } from '../06-cgroups/flags.ts';
 import { MINIMAL_DEVICE_RULES } from '../06-cgroups/limits.ts';
 import { ALL_NAMESPACES } from '../03-namespaces/namespaces.ts';
@@ -121,6 +121,8 @@ export interface HardenedLaunchOptions {
    * nothing without. Step 09 passes its overlay of an image's layers.
    */
   rootHook?: (ranges: IdRanges | undefined) => JailHook | undefined;
+  /** An init started in advance (step 10's pool: step 03's parkInit), in this jail's namespaces. */
+  parked?: StartedInit;
 }
 
 /**
@@ -136,5 +138,5 @@ export async function launchHardened(spec: HardenedSpec, opts: HardenedLaunchOpt
   const idRanges = jail.locks.userns ? jailIdRanges() : undefined;
   const root = opts.rootHook ? opts.rootHook(idRanges) : idRanges && userNamespaceRootfs(idRanges);
   if (root) hooks.unshift(root);
-  return launchJail(jail, { init: opts.init ?? initPath, hooks, onStarted: opts.onStarted, onMessage: opts.onMessage, onChannel: opts.onChannel, idRanges });
+  return launchJail(jail, { init: opts.init ?? initPath, hooks, onStarted: opts.onStarted, onMessage: opts.onMessage, onChannel: opts.onChannel, idRanges, parked: opts.parked });
 }

@@ -5,7 +5,7 @@
 //    jail. An idmapped mount (Linux 5.12+) shows it through the jail's uid_map
 //    without touching the disk; where the kernel or the filesystem cannot, a
 //    copy chowned into the range (cached, rebuilt when the source changes).
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lchownSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
@@ -80,6 +80,38 @@ export interface IdmapTarget {
   readOnly?: boolean;
 }
 
+const helperEntry = repoPath('steps/08-hardening/idmap-mount.ts');
+/** nsenter into the jail's mount namespace, then the helper, told the jail's user namespace. */
+const helperArgv = (initPid: number, helper: string[]) => [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, ...helper, `/proc/${initPid}/ns/user`];
+
+/** Helpers started ahead of time, each already in its jail's mount namespace: the init's PID -> "do these". */
+const warmHelpers = new Map<number, (args: string[]) => Promise<string>>();
+
+/**
+ * Step 10's pool: the helper's Node start paid before the jail is asked
+ * for. It waits in the mount namespace of `initPid` (whose ID maps are
+ * written) until idmapInPlace hands it its paths; it dies with this process.
+ */
+export async function warmIdmapHelper(initPid: number): Promise<void> {
+  const child = spawn('nsenter', [...helperArgv(initPid, await nodeArgs(helperEntry)), '--stdin'], { stdio: ['pipe', 'pipe', 'inherit'], env: nodeChildEnv() });
+  let stdout = '';
+  child.stdin.on('error', () => {}); // a helper that died: its (empty) answer says so
+  // its answer is one line: taken as soon as it is written, not when the process has ended (Node's exit takes ms)
+  const done = new Promise<string>((resolve, reject) => {
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      if (stdout.includes('\n')) resolve(stdout);
+    });
+    child.once('error', reject);
+    child.once('close', (code) => (stdout || code === 0 ? resolve(stdout) : reject(new Error(`the waiting idmap helper exited with status ${code}`))));
+  });
+  done.catch(() => {}); // asked or not, its end is read by whoever asks
+  warmHelpers.set(initPid, (args) => {
+    child.stdin.end(JSON.stringify(args) + '\n');
+    return done;
+  });
+}
+
 /**
  * Idmaps each path in place, in the jail's mount namespace, through the
  * jail's user namespace: all of them, or none. Returns undefined when they
@@ -87,16 +119,17 @@ export interface IdmapTarget {
  * mounted); any other failure throws.
  */
 export async function idmapInPlace(initPid: number, targets: IdmapTarget[]): Promise<string | undefined> {
-  const helper = await nodeArgs(repoPath('steps/08-hardening/idmap-mount.ts'));
   const userns = `/proc/${initPid}/ns/user`;
   for (const t of targets) {
     showCommand(`nsenter --mount=/proc/${initPid}/ns/mnt -- mount --bind -o X-mount.idmap=${userns}${t.readOnly ? ',ro' : ''} ${t.path} ${t.path}   # util-linux 2.39+`);
   }
   explain('(this util-linux is older: a small helper makes the same open_tree + mount_setattr + move_mount calls)');
   const args = targets.flatMap((t) => (t.readOnly ? ['--read-only', t.path] : [t.path]));
+  const ahead = warmHelpers.get(initPid);
+  warmHelpers.delete(initPid);
   let out = '';
   try {
-    out = (await run('nsenter', [`--mount=/proc/${initPid}/ns/mnt`, '--', process.execPath, ...helper, userns, ...args], { env: nodeChildEnv() })).stdout;
+    out = ahead ? await ahead(args) : (await run('nsenter', [...helperArgv(initPid, await nodeArgs(helperEntry)), ...args], { env: nodeChildEnv() })).stdout;
   } catch (err) {
     out = String((err as { stdout?: string }).stdout ?? '');
     if (!out) throw new JailError(`the idmapped mount helper failed: ${(err as Error).message.split('\n')[0]}`, 'run npm run doctor');
