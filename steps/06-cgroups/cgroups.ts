@@ -11,6 +11,7 @@
 //              and register the leaf's removal in the same place
 //   attach()   move the jail's init in while it still waits for "go": the
 //              target is born inside and never runs unlimited
+//              (step 10's pool moves a waiting init in ahead: joinAhead)
 //   report()   what the jail used, read from the same files
 // The other files, each one idea:
 //   hierarchy.ts  v1, v2 or hybrid; the leaf, subtree_control, joining
@@ -29,7 +30,12 @@ import { writeLimits, type Limits } from './limits.ts';
 import { removeCgroup } from './removal.ts';
 import { reportUsage, weighInit } from './usage.ts';
 
-export function cgroupHook(limits: Limits): JailHook {
+/**
+ * `joined`: the jail's cgroup was made and its init moved in ahead of time
+ * (joinAhead: step 10's pool, while the init waited for its jail). The hook
+ * then only writes the limits; the init is inside already, before "go".
+ */
+export function cgroupHook(limits: Limits, opts: { joined?: JailCgroup } = {}): JailHook {
   const made = new Map<string, JailCgroup>();
   const cgroupOf = (spec: JailSpec): JailCgroup => {
     const cg = made.get(spec.name);
@@ -43,15 +49,21 @@ export function cgroupHook(limits: Limits): JailHook {
       const tree = detectCgroups();
       sayWhichCgroups(tree);
       const cg = planCgroup(tree, spec.name, limits);
+      if (opts.joined && (opts.joined.name !== cg.name || opts.joined.controllers.join() !== cg.controllers.join())) {
+        throw new JailError(`the cgroup made ahead (${opts.joined.name}: ${opts.joined.controllers.join(' ')}) is not this jail's (${cg.name}: ${cg.controllers.join(' ')})`, 'this is a bug in the pool: it must hand out only inits of the same shape');
+      }
       cleanup.defer(`remove cgroup ${WORKSHOP_CGROUP}/${spec.name}`, () => removeCgroup(cg));
-      createCgroup(cg);
+      if (opts.joined) explain('made ahead, with the init already inside; only the limits are written now');
+      else createCgroup(cg);
       writeLimits(cg, limits);
       made.set(spec.name, cg);
     },
     async attach(spec: JailSpec, initPid: number) {
       const cg = cgroupOf(spec);
-      explain('The jail joins its cgroup before the target runs: its children are born inside.');
-      addProcess(cg, initPid);
+      if (!opts.joined) {
+        explain('The jail joins its cgroup before the target runs: its children are born inside.');
+        addProcess(cg, initPid);
+      }
       weighInit(initPid, limits);
       ok(`PID ${initPid} and all it starts are limited`);
     },
@@ -60,4 +72,24 @@ export function cgroupHook(limits: Limits): JailHook {
       if (cg) reportUsage(cg, limits);
     },
   };
+}
+
+/**
+ * The cgroup of a jail to come, made now and joined by its init, which waits
+ * for "go" (step 10's pool): a move into a cgroup waits for the kernel's RCU
+ * (a few ms, per hierarchy on v1), paid here rather than when the jail is
+ * asked for. `limits` fixes the controllers; cgroupHook({ joined }) writes
+ * the jail's own limits later. removeCgroup undoes it.
+ */
+export async function joinAhead(name: string, limits: Limits, pid: number): Promise<JailCgroup> {
+  const cg = planCgroup(detectCgroups(), name, limits);
+  createCgroup(cg);
+  try {
+    writeLimits(cg, limits);
+    addProcess(cg, pid);
+  } catch (err) {
+    await removeCgroup(cg);
+    throw err;
+  }
+  return cg;
 }

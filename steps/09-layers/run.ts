@@ -9,11 +9,14 @@ import { JailError } from '../../lib/errors.ts';
 import { explain, heading } from '../../lib/output.ts';
 import { requireRoot } from '../../lib/preflight.ts';
 import { PREFIX } from '../../lib/state.ts';
+import type { StartedInit } from '../03-namespaces/launcher.ts';
 import { pivotSpec } from '../04-pivot-root/jail.ts';
 import { networkChoice, networkFlags, withNetwork } from '../05-network-bridge/modes.ts';
 import { networkHook } from '../05-network-bridge/network.ts';
 import { showTopology } from '../05-network-bridge/topology.ts';
 import { cgroupHook } from '../06-cgroups/cgroups.ts';
+import type { JailCgroup } from '../06-cgroups/hierarchy.ts';
+import type { Limits } from '../06-cgroups/limits.ts';
 import { cgroupFlags, checkDevices, deviceFlag, limitsFromFlags } from '../06-cgroups/flags.ts';
 import { deviceRules, hardenedSpec, hardenFlags, initPath, launchHardened, locksFromFlags, type HardenedSpec } from '../08-hardening/jail.ts';
 import { openLibseccomp } from '../08-hardening/seccomp.ts';
@@ -45,25 +48,45 @@ export interface RunOptions {
   onStarted?: (initPid: number, ip?: string) => void;
   onMessage?: (line: string) => void;
   onChannel?: (send: (line: string) => void) => void;
+  /** An init started in advance in this jail's namespaces (step 10's pool). */
+  parked?: StartedInit;
+  /** Its cgroup, made and joined in advance (step 06's joinAhead): the hook only writes the limits. */
+  cgroup?: JailCgroup;
+}
+
+/**
+ * The jail the flags ask for, before its image, root and name: namespaces,
+ * locks, hostname, network. Step 10's pool starts its waiting inits with the
+ * shape of the usual request.
+ */
+export function jailShape(f: RunFlags, command: string[] = []): HardenedSpec {
+  const base = withNetwork(pivotSpec('', checkHostname(f.hostname ?? 'jail'), false, command), networkChoice(f), f.name);
+  return hardenedSpec(base, locksFromFlags(f));
+}
+
+/** Step 06's limits for the flags, with step 08's device lock as device rules. */
+export function jailLimits(f: RunFlags): Limits {
+  return { ...limitsFromFlags(f), devices: deviceRules(locksFromFlags(f), checkDevices(f.device)) };
 }
 
 export async function runOnImage(f: RunFlags, command: string[], opts: RunOptions = {}): Promise<number> {
   requireRoot();
   // every flag first: nothing exists yet
   const locks = locksFromFlags(f);
-  const limits = limitsFromFlags(f);
+  const limits = jailLimits(f);
   const choice = networkChoice(f);
-  const hostname = checkHostname(f.hostname ?? 'jail');
   const devices = checkDevices(f.device);
   if (f.keep && !f.name) throw new JailError("--keep keeps the jail's upper for commit, which names the jail: give --name too", 'e.g. --name web --keep, then: npm run step 9 -- commit web my-image', 2);
-  const base = withNetwork(pivotSpec('', hostname, false, command), choice, f.name);
+  const base = jailShape(f, command);
   const name = f.name ?? `${PREFIX}-${process.pid}`;
   if (locks.seccomp) openLibseccomp(); // a missing library is said before anything is made
   checkJailNameFree(name);
   // a built-in image is made from step 01's rootfs on its first use
   const image = await ensureImage(f.image!);
   const spec: HardenedSpec = {
-    ...hardenedSpec({ ...base, rootfs: overlayPaths(name).merged, devices }, locks),
+    ...base,
+    rootfs: overlayPaths(name).merged,
+    devices,
     command: command.length ? command : image.config.cmd.length ? image.config.cmd : base.command,
     env: { ...base.env, ...envOf(image) },
     overlay: overlayRootOf(name, image, locks.userns),
@@ -73,7 +96,7 @@ export async function runOnImage(f: RunFlags, command: string[], opts: RunOption
   explain(`lower: ${image.layers.length} read-only layer${image.layers.length === 1 ? '' : 's'} of the image; upper: a private dir, ${f.keep ? 'kept (--keep)' : 'removed at the end'}`);
   explain(`locks: ${locks.userns ? 'user namespace' : 'no user namespace (!)'}, ${locks.caps.length} capabilities${locks.noNewPrivs ? ', no_new_privs' : ''}${locks.seccomp ? ', seccomp' : ''}${locks.maskPaths ? ', masked paths' : ''}`);
   const net = networkHook(choice);
-  const cgroup = cgroupHook({ ...limits, devices: deviceRules(locks, devices) });
+  const cgroup = cgroupHook(limits, { joined: opts.cgroup });
   const status = await launchHardened(spec, {
     init: opts.init ?? initPath,
     hooks: [net, cgroup],
@@ -84,6 +107,7 @@ export async function runOnImage(f: RunFlags, command: string[], opts: RunOption
     },
     onMessage: opts.onMessage,
     onChannel: opts.onChannel,
+    parked: opts.parked,
   });
   if (f.keep) explain(`kept: ${overlayPaths(name).upper}; make it an image with: npm run step 9 -- commit ${name} NEW-IMAGE`);
   return status;
