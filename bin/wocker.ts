@@ -1,6 +1,6 @@
 // npm run wocker -- VERB …: the client of step 10's daemon (steps/10-wocker/client.ts).
 //   daemon [--listen ADDR]   the daemon itself, in the foreground (= npm run step 10)
-//   run [flags] [-d] IMAGE -- CMD…   ps   logs [-f] ID   exec ID -- CMD…   stop ID   rm [-f] ID   images
+//   run [flags] [-d] IMAGE -- CMD…   ps   logs [-f] ID   exec ID -- CMD…   stop ID   rm [-f] ID   images   info
 import { parseArgs } from '../lib/cli.ts';
 import { JailError, runMain } from '../lib/errors.ts';
 import { callJson, execVerb, formatPs, logsVerb, runVerb } from '../steps/10-wocker/client.ts';
@@ -11,7 +11,7 @@ const USAGE = `usage: npm run wocker -- VERB …
   daemon [--listen 127.0.0.1:PORT]       run the daemon in the foreground (sudo)
   run [--hostname H] [--memory M] [--cpus N] [--pids N] [--net none|host|bridge]
       [-p HOSTIP:HOSTPORT:PORT]… [--privileged] [-d] [--rm] IMAGE -- CMD…
-  ps | logs [-f] ID | exec ID -- CMD… | stop ID | rm [-f] ID | images`;
+  ps | logs [-f] ID | exec ID -- CMD… | stop ID | rm [-f] ID | images | info`;
 
 const [verb, ...rest] = process.argv.slice(2);
 
@@ -57,6 +57,11 @@ await runMain(async () => {
     case 'images': {
       const images = await callJson<{ name: string; layers: number; bytes: number; made: boolean }[]>('GET', '/images');
       for (const i of images) console.log(`${i.name.padEnd(24)} ${i.made ? `${i.layers} layer${i.layers === 1 ? '' : 's'}, ${Math.round(i.bytes / 2 ** 20)}M` : 'built on first use'}`);
+      return 0;
+    }
+    case 'info': {
+      const i = await callJson<{ pid: number; jails: { running: number; total: number }; pool: { size: number; ready: number; starting: number } }>('GET', '/info');
+      console.log(`daemon: pid ${i.pid}\njails: ${i.jails.running} running, ${i.jails.total} in all\npool: ${i.pool.ready} of ${i.pool.size} slots ready${i.pool.starting ? `, ${i.pool.starting} starting` : ''}${i.pool.size ? '' : ' (WOCKER_POOL=0)'}`);
       return 0;
     }
     case undefined:

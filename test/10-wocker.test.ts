@@ -4,15 +4,13 @@
 // again (live-restore), and the TCP port that needs its token. A JAIL_HOME
 // and a daemon socket of its own under /var/tmp.
 //   node --import tsx test/10-wocker.test.ts -c=false
-import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
 import { ensureImage } from '../steps/09-layers/store.ts';
-import { isRoot, jailSuite, repo, runNode, stepArgv, waitFor } from './helpers.ts';
+import { isRoot, jailSuite, repo, runNode, waitFor } from './helpers.ts';
+import { api, createJail, exec, rawRequest, removeEveryJail, startDaemon, stopDaemon, view, wocker } from './wocker.ts';
 
 const home = isRoot ? mkdtempSync('/var/tmp/baj-test-10-') : '/nonexistent';
 if (isRoot) chmodSync(home, 0o755); // the jail's root walks through it to its layers
@@ -20,106 +18,21 @@ process.env.JAIL_HOME = home;
 process.env.JAIL_QUIET = '1';
 const SOCK = join(home, 'wocker.sock');
 process.env.WOCKER_SOCK = SOCK;
+// jails start cold here, each its own Node starts; 10-wocker-pool.test.ts proves the pool
+process.env.WOCKER_POOL = '0';
 
-// ---------------------------------------------------------------------------
-// The daemon, in a child process, as `npm run step 10` runs it
-
-let daemon: ChildProcess | undefined;
-let daemonLog = '';
-
-async function startDaemon(args: string[] = []): Promise<ChildProcess> {
-  const [cmd, ...rest] = stepArgv(10, ...args);
-  const child = spawn(cmd!, rest, { cwd: repo, env: { ...process.env, JAIL_QUIET: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d) => (daemonLog += d));
-  child.stderr!.on('data', (d) => (daemonLog += d));
-  await waitFor('the daemon to answer', async () => (await api('GET', '/_ping')).status === 200, 30_000);
-  return child;
-}
-
-async function stopDaemon(child: ChildProcess | undefined, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((r) => child.once('close', r));
-  child.kill(sig);
-  await gone;
-}
-
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  json: any;
-}
-
-/** One request on the daemon's socket (or a TCP port): body as a string is sent as it is. */
-function api(method: string, path: string, body?: unknown, opts: { port?: number; headers?: Record<string, string> } = {}): Promise<Reply> {
-  const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  // agent: false, as the client does: no kept-alive connection that the daemon may have closed meanwhile
-  const where = { agent: false, ...(opts.port ? { host: '127.0.0.1', port: opts.port } : { socketPath: SOCK }) };
-  return new Promise((resolve, reject) => {
-    const req = request({ ...where, method, path, headers: { ...(text !== undefined ? { 'content-length': String(Buffer.byteLength(text)) } : {}), ...opts.headers } }, (res) => {
-      let t = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (t += d));
-      res.on('end', () => {
-        let json: unknown;
-        try {
-          json = JSON.parse(t);
-        } catch {}
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text: t, json });
-      });
-    });
-    // a 413 may hang up while the body is still being sent: the answer has already come
-    req.on('error', reject);
-    req.end(text);
-  });
-}
-
-/** Raw bytes on the socket, and what comes back before it closes. */
-function rawRequest(bytes: string): Promise<string> {
-  return new Promise((resolve) => {
-    const s = connect(SOCK);
-    let out = '';
-    s.on('data', (d) => (out += d));
-    s.on('close', () => resolve(out));
-    s.on('error', () => resolve(out));
-    s.end(bytes);
-  });
-}
-
-const wocker = (...args: string[]) => runNode([join(repo, 'bin/wocker.ts'), ...args], { env: { WOCKER_SOCK: SOCK } });
-
-async function createJail(body: Record<string, unknown>): Promise<string> {
-  const r = await api('POST', '/jails', body);
-  assert.is(r.status, 201, `POST /jails ${JSON.stringify(body)}: ${r.text}`);
-  return r.json.id;
-}
-
-const view = async (id: string) => (await api('GET', `/jails/${id}`)).json;
-const exec = async (id: string, cmd: string[]) => {
-  const r = await api('POST', `/jails/${id}/exec`, { cmd });
-  assert.is(r.status, 200, r.text);
-  return r.json as { exitCode: number; output: string };
-};
-
-async function removeEveryJail(): Promise<void> {
-  if (!daemon || daemon.exitCode !== null || daemon.signalCode !== null) daemon = await startDaemon();
-  const jails = (await api('GET', '/jails')).json as { id: string }[];
-  await Promise.all(jails.map((j) => api('DELETE', `/jails/${j.id}?force=1`)));
-  assert.equal((await api('GET', '/jails')).json, [], 'every jail removed');
-}
-
-const test = jailSuite('step 10: the wocker daemon', { afterEach: removeEveryJail });
+const test = jailSuite('step 10: the wocker daemon', { afterEach: () => removeEveryJail() });
 
 test.before(async () => {
   if (!isRoot) return;
   await ensureImage('busybox'); // made once here, not by 20 shims at once
-  daemon = await startDaemon();
+  await startDaemon();
 });
 test.after(async () => {
   if (!isRoot) return;
   // a failed hook ends the suite early: its jails must not outlive their home
   await removeEveryJail().catch((err) => console.error(`removing the jails: ${err.message}`));
-  await stopDaemon(daemon);
+  await stopDaemon();
   rmSync(home, { recursive: true, force: true });
 });
 
@@ -318,12 +231,12 @@ test('20 jails created at once on the bridge: all run, each with its own address
 test('a daemon killed with SIGKILL: the next one lists its jails running, exec, stop and rm work; one that ended meanwhile shows its exit code', async () => {
   const ids = await Promise.all([0, 1, 2].map((i) => createJail({ hostname: `live${i}`, cmd: ['sleep', '300'] })));
   const ender = await createJail({ hostname: 'ender', cmd: ['sleep', '300'] });
-  await stopDaemon(daemon, 'SIGKILL');
+  await stopDaemon('SIGKILL');
   assert.ok(existsSync(SOCK), 'a SIGKILLed daemon leaves its socket');
   // while no daemon runs, the ender's command ends: SIGTERM to its PID 1, from the host
   const enderState = JSON.parse(readFileSync(join(home, 'run/wocker/jails', ender, 'state.json'), 'utf8'));
   process.kill(enderState.initPid, 'SIGTERM'); // PID 1 forwards it to sleep, which dies of it: 128+15
-  daemon = await startDaemon(); // the stale socket is taken over
+  await startDaemon(); // the stale socket is taken over
   for (const id of ids) {
     const v = await view(id);
     assert.is(v.state, 'running', id);
@@ -352,9 +265,9 @@ test('--listen 127.0.0.1:PORT needs the bearer token (401 and nothing made witho
   const refused = await runNode([join(repo, 'bin/wocker.ts'), 'daemon', '--listen', '0.0.0.0:23750'], { env: { WOCKER_SOCK: join(home, 'other.sock') } });
   assert.is(refused.code, 2);
   assert.match(refused.stderr, /only a loopback address/);
-  await stopDaemon(daemon);
+  await stopDaemon();
   const port = 23000 + (process.pid % 1000);
-  daemon = await startDaemon(['--listen', `127.0.0.1:${port}`]);
+  await startDaemon(['--listen', `127.0.0.1:${port}`]);
   const token = readFileSync(join(home, 'run/wocker/token'), 'utf8').trim();
   assert.match(token, /^[0-9a-f]{64}$/);
   const body = { hostname: 'tcp', cmd: ['sleep', '30'] };
@@ -367,8 +280,8 @@ test('--listen 127.0.0.1:PORT needs the bearer token (401 and nothing made witho
   assert.is(made.status, 201, made.text);
   assert.is((await api('POST', `/jails/${made.json.id}/exec`, { cmd: ['hostname'] }, { port, headers: auth })).json.output, 'tcp\n');
   assert.is((await api('DELETE', `/jails/${made.json.id}?force=1`, undefined, { port, headers: auth })).status, 200);
-  await stopDaemon(daemon);
-  daemon = await startDaemon();
+  await stopDaemon();
+  await startDaemon();
 });
 
 test.run();

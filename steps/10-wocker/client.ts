@@ -1,4 +1,4 @@
-// The client's half: `wocker run|ps|logs|exec|stop|rm|images` as HTTP
+// The client's half: `wocker run|ps|logs|exec|stop|rm|images|info` as HTTP
 // requests on the daemon's unix socket, and nothing else — like the docker
 // CLI, it holds no state and touches no jail; each verb is one request (or
 // two) that `curl --unix-socket` could make as well.

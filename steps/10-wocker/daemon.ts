@@ -19,7 +19,8 @@ import { requireRoot } from '../../lib/preflight.ts';
 import { ensureDir } from '../../lib/state.ts';
 import { ApiError } from './api.ts';
 import { sendError } from './http.ts';
-import { listJails } from './jails.ts';
+import { listJails, usePool } from './jails.ts';
+import { Pool, poolSize } from './pool.ts';
 import { wockerDir } from './records.ts';
 import { route } from './routes.ts';
 
@@ -147,13 +148,19 @@ export async function startDaemon(opts: { listen?: string } = {}): Promise<Daemo
   }
   const running = listJails().filter((j) => j.state === 'running');
   if (running.length) explain(`live-restore: ${running.length} jail${running.length === 1 ? '' : 's'} found running, each owned by its shim`);
+  const pool = new Pool(poolSize());
+  usePool(pool);
+  pool.fill();
+  if (pool.size) explain(`pool: ${pool.size} jail inits waiting in fresh namespaces for the usual request (WOCKER_POOL=0: none)`);
   return {
     socket: path,
     tcp,
     async close() {
+      usePool(undefined);
+      const slots = pool.close();
       const closed = Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
       for (const s of servers) s.closeAllConnections(); // a `logs -f` would hold close() open
-      await closed;
+      await Promise.all([closed, slots]);
       rmSync(path, { force: true });
     },
   };

@@ -2,17 +2,15 @@
 // (records.ts) and the jail's shim (shim.ts). The daemon holds no jail in
 // memory: every answer is read from the disk at the moment it is asked,
 // so a daemon started again after a SIGKILL knows what the old one knew.
-//   create  a record, then a detached shim; wait until it says running (or why not)
+//   create  a record, then a detached shim (or a pool slot's, waiting: pool.ts);
+//           wait until it says running (or why not)
 //   stop    SIGTERM to the shim: its launcher stops the jail and unwinds everything
 //   remove  the record, once the jail is gone
 //   exec    forwarded to the shim's socket, which forwards it to PID 1
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { request } from 'node:http';
-import { nodeArgs, nodeChildEnv } from '../../lib/bundle.mjs';
-import { repoPath } from '../../lib/paths.ts';
 import { BUILTIN_NAMES, imageExists } from '../09-layers/store.ts';
 import { ApiError, type JailRequest } from './api.ts';
+import { spawnShim, type Pool, type Slot } from './pool.ts';
 import { createRecord, listIds, logPath, readState, removeRecord, shimAlive, shimSocket, viewOf, type JailView } from './records.ts';
 
 /** A jail starting costs a Node start of its shim and of its init: at most this many at once, the rest wait. */
@@ -21,16 +19,19 @@ export const MAX_CREATING = 4;
 const STOP_WAIT_MS = 60_000;
 const START_WAIT_MS = 120_000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until `probe` is truthy, or the time is up (then undefined). */
-async function until<T>(probe: () => T | undefined, ms: number, every = 50): Promise<T | undefined> {
+/** Waits until `probe` is truthy, or the time is up (then undefined); `wake` may ask for a look before the next tick. */
+async function until<T>(probe: () => T | undefined, ms: number, every = 50, wake?: (poke: () => void) => void): Promise<T | undefined> {
   const deadline = Date.now() + ms;
+  let poke: (() => void) | undefined;
+  wake?.(() => poke?.());
   for (;;) {
     const v = probe();
     if (v) return v;
     if (Date.now() > deadline) return undefined;
-    await sleep(every);
+    await new Promise<void>((resolve) => {
+      poke = resolve;
+      setTimeout(resolve, every);
+    });
   }
 }
 
@@ -64,31 +65,29 @@ export function jailView(id: string): JailView {
   return view;
 }
 
-/** The shim, started detached with its log as stdout and stderr: it outlives the daemon. */
-async function startShim(id: string): Promise<void> {
-  const shim = await nodeArgs(repoPath('steps/10-wocker/shim.ts'));
-  const log = openSync(logPath(id), 'a', 0o600);
-  try {
-    const child = spawn(process.execPath, [...shim, id], { detached: true, cwd: '/', stdio: ['ignore', log, log], env: { ...nodeChildEnv(), JAIL_QUIET: '1' } });
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', reject);
-    });
-    child.unref();
-  } finally {
-    closeSync(log);
-  }
+/** The idle slots the daemon keeps (pool.ts); none until the daemon starts them. */
+let pool: Pool | undefined;
+export const usePool = (p: Pool | undefined): void => void (pool = p);
+
+/** GET /info: the jails by state, and the pool's slots. */
+export function daemonInfo() {
+  const jails = listJails();
+  return { pid: process.pid, jails: { running: jails.filter((j) => j.state === 'running').length, total: jails.length }, pool: pool?.info() ?? { size: 0, ready: 0, starting: 0 } };
 }
 
+/** Creations under way: the pool is filled again only when there are none (a slot's three Node starts would slow them). */
+let inFlight = 0;
+
 /** Until the shim says running or exited; a jail that never ran is the shim's sentence, as an error. */
-async function waitStarted(id: string): Promise<void> {
-  // a state file is a few bytes: reading it every 10 ms costs nothing, and answers the 201 sooner
+async function waitStarted(id: string, slot?: Slot): Promise<void> {
+  // a state file is a few bytes: reading it every 10 ms costs nothing, and answers the 201 sooner;
+  // a pool slot also says "state" on its channel at every change, and is read at once
   const state = await until(() => {
     const s = readState(id);
     if (s?.status === 'running' || s?.status === 'exited') return s;
     if (s && !shimAlive(s)) return { ...s, status: 'exited' as const, error: 'the jail\'s shim died while starting it' };
     return undefined;
-  }, START_WAIT_MS, 10);
+  }, START_WAIT_MS, 10, slot && ((poke) => slot.onState(poke)));
   if (!state) throw new ApiError(504, `jail ${id} did not start within ${START_WAIT_MS / 1000} s`);
   if (state.error) {
     // a refused flag (exit 2) or a command the image lacks (127, 126) is the request's fault; anything else is the host's
@@ -100,11 +99,16 @@ async function waitStarted(id: string): Promise<void> {
 export async function createJail(req: JailRequest): Promise<string> {
   if (!imageExists(req.image) && !BUILTIN_NAMES.includes(req.image)) throw new ApiError(404, `no image named ${req.image}; GET /images lists them`);
   await creating.take();
+  inFlight++;
   let id: string | undefined;
+  let slot: Slot | undefined;
   try {
-    id = createRecord(req);
-    await startShim(id);
-    await waitStarted(id);
+    // the usual request takes a slot whose init waits already; any other, or an empty pool, starts cold
+    slot = pool?.fits(req) ? pool.take() : undefined;
+    id = createRecord(req, slot?.id);
+    if (slot) slot.give();
+    else await spawnShim([id], logPath(id));
+    await waitStarted(id, slot);
     return id;
   } catch (err) {
     if (id) {
@@ -116,7 +120,9 @@ export async function createJail(req: JailRequest): Promise<string> {
     }
     throw err;
   } finally {
+    slot?.release();
     creating.give();
+    if (--inFlight === 0) pool?.fill();
   }
 }
 

@@ -45,13 +45,15 @@ export interface JailView {
   error?: string;
 }
 
-/** A new jail's directory with its request; the id is 12 random hex digits. */
-export function createRecord(req: JailRequest): string {
+/** A jail's id: 12 random hex digits. */
+export const newJailId = (): string => randomBytes(6).toString('hex');
+
+/** A new jail's directory with its request (`id`: the one a pool slot was started for). */
+export function createRecord(req: JailRequest, id = newJailId()): string {
   // only the jails' dir is private: a recursive mkdir with a mode would make $JAIL_HOME/run 0700 too,
   // and a user-namespaced jail's root could no longer reach what step 05 binds from there (resolv.conf)
   ensureDir(wockerDir());
   mkdirSync(jailsDir(), { recursive: true, mode: 0o700 });
-  const id = randomBytes(6).toString('hex');
   mkdirSync(recordDir(id), { mode: 0o700 });
   writeJson(join(recordDir(id), 'request.json'), { ...req, created: new Date().toISOString() });
   return id;

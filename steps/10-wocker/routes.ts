@@ -9,6 +9,7 @@
 //   POST   /jails/ID/stop                         SIGTERM, then SIGKILL after the grace period
 //   DELETE /jails/ID[?force=1]                    its record (force: stop it first)
 //   GET    /images                                step 09's images
+//   GET    /info                                  jails running, the pool's slots (docker info)
 //   GET    /_ping                                 "is a daemon there?" (Docker's name)
 // The path is matched as sent, never normalised: an id is 12 hex digits or
 // the path names nothing (404); `..` or %2e%2e never reach the disk.
@@ -16,7 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { listImages } from '../09-layers/images.ts';
 import { ApiError, checkExecRequest, checkJailRequest, checkRunQuery, JAIL_ID } from './api.ts';
 import { MethodNotAllowed, noBody, readJsonBody, sendJson } from './http.ts';
-import { createJail, execIn, jailView, listJails, removeJail, stopJail } from './jails.ts';
+import { createJail, daemonInfo, execIn, jailView, listJails, removeJail, stopJail } from './jails.ts';
 import { sendLog } from './logs.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, id: string, query: URLSearchParams) => Promise<void>;
@@ -109,6 +110,15 @@ const routes: Route[] = [
     },
   },
   {
+    path: /^\/info$/,
+    methods: {
+      GET: async (req, res) => {
+        await noBody(req);
+        sendJson(res, 200, daemonInfo());
+      },
+    },
+  },
+  {
     path: /^\/_ping$/,
     methods: {
       GET: async (req, res) => {
@@ -132,5 +142,5 @@ export async function route(req: IncomingMessage, res: ServerResponse): Promise<
     if (!handler) throw new MethodNotAllowed(Object.keys(r.methods), req.method ?? '?', path);
     return handler(req, res, m[1] ?? '', query);
   }
-  throw new ApiError(404, `no such path: ${JSON.stringify(path.slice(0, 80))}; the paths are /jails, /jails/ID, /jails/ID/{logs,exec,stop}, /images and /run`);
+  throw new ApiError(404, `no such path: ${JSON.stringify(path.slice(0, 80))}; the paths are /jails, /jails/ID, /jails/ID/{logs,exec,stop}, /images, /info and /run`);
 }
