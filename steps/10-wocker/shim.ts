@@ -23,7 +23,7 @@ import { openLibseccomp } from '../08-hardening/seccomp.ts';
 import { warmIdmapHelper } from '../08-hardening/userns.ts';
 import { joinAhead } from '../06-cgroups/cgroups.ts';
 import type { JailCgroup } from '../06-cgroups/hierarchy.ts';
-import { removeCgroup } from '../06-cgroups/removal.ts';
+import { cleanCgroups, removeCgroup } from '../06-cgroups/removal.ts';
 import { jailLimits, jailShape, runOnImage } from '../09-layers/run.ts';
 import { ApiError, checkExecRequest, JAIL_ID, MAX_BODY, parseJson } from './api.ts';
 import { ExecClient } from './exec-client.ts';
@@ -150,6 +150,7 @@ async function slot(log: string, id: string): Promise<number> {
   channel.on('error', () => {}); // a daemon gone: its end of the channel is closed, nothing to tell
   let parked: StartedInit | undefined;
   let cgroup: JailCgroup | undefined;
+  let joining: string | undefined; // the cgroup's name, from the moment joinAhead may have made it
   let settled = false; // taken by a jail, or leaving: either way leave() has nothing more to do
   const leave = async () => {
     if (settled) return;
@@ -157,6 +158,7 @@ async function slot(log: string, id: string): Promise<number> {
     parked?.child.kill('SIGKILL');
     await parked?.exited;
     if (cgroup) await removeCgroup(cgroup);
+    else if (joining) await cleanCgroups((name) => name === joining); // made, or half made, by name
     rmSync(log, { force: true });
     process.exit(0);
   };
@@ -176,6 +178,7 @@ async function slot(log: string, id: string): Promise<number> {
     if (shape.locks.seccomp) openLibseccomp(); // loaded now, not in the request's time
     parked = await parkInit(shape, INIT, jailIdRanges());
     await warmIdmapHelper(parked.pid);
+    joining = shape.name;
     cgroup = await joinAhead(shape.name, jailLimits(flags), parked.pid);
   } catch (err) {
     const why = (err as Error).message.split('\n')[0];
