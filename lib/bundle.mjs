@@ -1,21 +1,23 @@
 // Every program the workshop starts is TypeScript, bundled ahead into one
-// plain .mjs with esbuild and cached by a stamp of the sources: no TypeScript
+// plain file with esbuild and cached by a stamp of its sources: no TypeScript
 // loader and no module lookups at run time (but koffi, a native addon found
 // through node_modules), so a start is as quick as plain `node`.
-//  - a step's entry (npm run step N): bin/step.mjs runs its bundle;
+//  - a step's entry (npm run step N): bin/step.mjs runs it (runEntry);
 //  - the jail's init: PID 1 inside the jail, where the repo may be unreadable
-//    (user namespace) or gone (after pivot_root). Where its code allows, a
-//    script that a launcher starts (an init, a helper) is bundled as one
-//    CommonJS file instead (nodeArgs), which Node starts without its ES
-//    module loader.
-// A bundle is rebuilt when any .ts under lib/ or steps/ changed (size or
+//    (user namespace) or gone (after pivot_root).
+// Where its code allows (no top-level await, no import.meta but its url), a
+// program is bundled as one CommonJS script, which Node starts without its
+// ES module loader, and which can be compiled from V8's code cache
+// (runEntry); else as an ES module.
+// A bundle is rebuilt when any file it was made from changed (size or
 // mtime). Plain JavaScript, so that bin/step.mjs can use it before any
 // TypeScript is loaded; its types are in bundle.d.mts.
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Script } from 'node:vm';
 
 // Found from where this file is; a bundle (which may live outside the repo:
 // a rootless user's own cache) is told at its top (globalThis.__bajRepo).
@@ -47,9 +49,15 @@ const writableCache = () => {
  * node_modules, whatever directory the bundle itself is in: the bundle asks
  * the repo's own require() for it, and only when first used (lib/libc.ts
  * binds its functions at their first call): a launcher that makes no libc
- * call never loads the addon. Its main file is looked up when bundling (at
- * run time, through koffi's package.json, that costs ~2 ms), and by name
- * again if koffi was reinstalled since.
+ * call never loads the addon.
+ * koffi's own loader spends ~6 ms of every start choosing its prebuilt
+ * binary: package lookups, and a read of node's ELF header to tell glibc
+ * from musl. The answer is the same at every start, so it is asked once,
+ * when bundling (koffi is loaded here; the binary it chose is the
+ * koffi.node in require's cache), and the bundle loads that binary itself
+ * (~2 ms): its exports are koffi's API (koffi's JavaScript adds only
+ * deprecated aliases). If koffi was reinstalled since (the file is gone,
+ * or is another version), the bundle takes koffi's own way.
  */
 const koffiFromRepo = {
   name: 'koffi-from-repo',
@@ -58,15 +66,22 @@ const koffiFromRepo = {
     b.onLoad({ filter: /.*/, namespace: 'baj-koffi' }, () => {
       const pkg = join(repo, 'package.json');
       let main = 'koffi';
+      let binary = null;
+      let version = null;
       try {
-        main = createRequire(pkg).resolve('koffi');
+        const repoRequire = createRequire(pkg);
+        main = repoRequire.resolve('koffi');
+        version = repoRequire(main).version;
+        binary = Object.keys(repoRequire.cache).find((f) => basename(f) === 'koffi.node') ?? null;
       } catch {}
+      const [mainJs, binaryJs, versionJs] = [main, binary, version].map((v) => JSON.stringify(v));
       return {
         contents: `import { createRequire } from 'node:module';
           const repoRequire = createRequire(${JSON.stringify(pkg)});
-          const load = () => { try { return repoRequire(${JSON.stringify(main)}); } catch { return repoRequire('koffi'); } };
+          const direct = () => { try { const k = repoRequire(${binaryJs}); if (k.version === ${versionJs}) return k; } catch {} };
+          const load = () => { try { return repoRequire(${mainJs}); } catch { return repoRequire('koffi'); } };
           let koffi;
-          export default new Proxy({}, { get: (_, key) => (koffi ??= load())[key] });`,
+          export default new Proxy({}, { get: (_, key) => (koffi ??= direct() ?? load())[key] });`,
         loader: 'js',
       };
     });
@@ -93,33 +108,68 @@ function fnv12(text) {
   return ((a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0')).slice(0, 12);
 }
 
-// Once per process, and shared with the copy of this file inside a step's
-// bundle (bin/step.mjs loads both): each file is stat'ed once per start. A
-// walk of our own: readdirSync's { recursive } costs a start ~3 ms more.
-function sourceStamp() {
-  if (globalThis.__bajStamp) return globalThis.__bajStamp;
-  let list = '';
-  const walk = (dir, rel) => {
-    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (e.isDirectory()) walk(`${dir}/${e.name}`, `${rel}${e.name}/`);
-      else if (e.name.endsWith('.ts') || e.name.endsWith('.mjs')) {
-        const s = statSync(`${dir}/${e.name}`);
-        list += `${rel}${e.name}:${s.size}:${s.mtimeMs}\n`;
-      }
+// A bundle's stamp: a hash of the size and mtime of each repo file it was
+// made from. esbuild names those files (its metafile); the build writes
+// them, as it saw them, beside the bundle (NAME.inputs, the stamp on its
+// first line), and a start stats only them (~25 files for a step; all of
+// lib/ and steps/ took ~3 ms) and compares: no hashing unless one changed.
+// A new import is an edit of a listed file, so it changes the stamp too; so
+// does an edit of this file, which shapes every bundle. Each file is
+// stat'ed once per process, and each entry's stamp taken once, shared with
+// the copy of this file inside a step's bundle (bin/step.mjs loads both)
+// through globalThis: a long-running process (step 10's daemon) keeps the
+// code it first found.
+const BUILDER = 'lib/bundle.mjs';
+const seen = (globalThis.__bajStamps ??= { stats: new Map(), stamps: new Map() });
+
+/** { size, mtimeMs } of a repo file, the first time it is asked for in this process; undefined if it is gone. */
+function statOf(rel) {
+  if (!seen.stats.has(rel)) {
+    let s;
+    try {
+      s = statSync(join(repo, rel));
+    } catch {}
+    seen.stats.set(rel, s && { size: s.size, mtimeMs: s.mtimeMs });
+  }
+  return seen.stats.get(rel);
+}
+
+/** "path:size:mtime" lines of these repo files, or undefined if one is gone. */
+function describe(files) {
+  let text = '';
+  for (const rel of files) {
+    const s = statOf(rel);
+    if (!s) return undefined;
+    text += `${rel}:${s.size}:${s.mtimeMs}\n`;
+  }
+  return text;
+}
+
+/** The entry's stamp, from the inputs its last build listed; undefined if it was never built here. */
+function stampOf(entry) {
+  const key = bundleName(entry);
+  if (!seen.stamps.has(key)) {
+    const list = cached(`${key}.inputs`);
+    let stamp;
+    if (list) {
+      const [built, ...lines] = readFileSync(list, 'utf8').split('\n');
+      const now = describe(lines.filter(Boolean).map((l) => l.slice(0, l.indexOf(':'))));
+      // as built: that stamp; else the stamp of what is there now, which an older build may have made
+      if (now !== undefined) stamp = now === lines.join('\n') ? built : fnv12(now);
     }
-  };
-  for (const dir of ['lib', 'steps']) walk(join(repo, dir), `${dir}/`);
-  return (globalThis.__bajStamp = fnv12(list));
+    seen.stamps.set(key, stamp);
+  }
+  return seen.stamps.get(key);
 }
 
 /** The bundle's name: the step's directory and the entry, e.g. 04-pivot-root-init. */
 export const bundleName = (entry) => `${basename(dirname(entry))}-${basename(entry).replace(/\.ts$/, '')}`;
 
-/** Builds under way in this process, by output path: callers at the same moment (a daemon starting jails) share one. */
+/** Builds under way in this process, by entry and format: callers at the same moment (a daemon starting jails) share one. */
 const building = new Map();
-const once = (out, make) => {
-  if (!building.has(out)) building.set(out, make().finally(() => building.delete(out)));
-  return building.get(out);
+const once = (key, make) => {
+  if (!building.has(key)) building.set(key, make().finally(() => building.delete(key)));
+  return building.get(key);
 };
 
 /** A file of the cache by name: in the repo's cache, else in the user's own (or undefined). */
@@ -129,29 +179,25 @@ function cached(file) {
   return existsSync(own) ? own : undefined;
 }
 
-/** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point. */
+/** The cached file of this entry's current stamp with this suffix (.mjs, .cjs, …), or undefined. */
+const current = (entry, suffix) => {
+  const stamp = stampOf(entry);
+  return stamp && cached(`${bundleName(entry)}-${stamp}${suffix}`);
+};
+
+/** Returns the path of a bundled, ready-to-run copy of a TypeScript entry point (an ES module). */
 export async function bundled(entry) {
-  const name = `${bundleName(entry)}-${sourceStamp()}`;
-  const found = cached(`${name}.mjs`);
-  if (found) return found;
-  const out = join(writableCache(), `${name}.mjs`);
-  return once(out, async () => {
-    // some bundled CommonJS packages call require(): give ESM one
-    await esbuildInto(entry, out, 'esm', `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url);`);
-    return out;
-  });
+  return current(entry, '.mjs') ?? once(`${entry}.mjs`, () => build(entry, 'esm'));
 }
 
 /**
  * Node's arguments (after its own path) that start one of our scripts (a
  * jail's init, the idmap helper, a wocker shim): `flags`, and the script as
- * one CommonJS file where it can be one (no top-level await, no
- * import.meta), which Node runs without its ES module loader (~7 ms less on
- * a slow machine); else its bundle, which is then the only one built.
+ * one CommonJS file where it can be one, which Node runs without its ES
+ * module loader (~7 ms less on a slow machine); else its module bundle.
  */
 export async function nodeArgs(entry, flags = []) {
-  const script = await scriptOf(entry).catch(() => undefined);
-  return [...flags, script ?? (await bundled(entry))];
+  return [...flags, (await scriptOf(entry)) ?? (await bundled(entry))];
 }
 
 /**
@@ -165,23 +211,32 @@ export function nodeChildEnv(env = process.env) {
   return rest;
 }
 
-/** The .cjs beside the bundle, or undefined; an entry that cannot be one gets a marker, so it is tried once per stamp. */
+/**
+ * Runs an entry point in this process (bin/step.mjs: a step's main): its
+ * CommonJS script, compiled from V8's code cache (runScript), where it can
+ * be one; else its module bundle, imported.
+ */
+export async function runEntry(entry) {
+  const script = await scriptOf(entry);
+  if (script) runScript(script);
+  else await import(pathToFileURL(await bundled(entry)).href);
+}
+
+/**
+ * The .cjs of the entry's current stamp, built if need be; undefined for an
+ * entry that must stay a module (a top-level await): its module bundle is
+ * built instead, and a marker of its stamp saves asking esbuild again.
+ */
 async function scriptOf(entry) {
-  const name = `${bundleName(entry)}-${sourceStamp()}`;
-  const found = cached(`${name}.cjs`);
-  if (found) return found;
-  if (cached(`${name}.noscript`)) return undefined;
-  const dir = writableCache();
-  const out = join(dir, `${name}.cjs`);
-  return once(out, async () => {
+  const found = current(entry, '.cjs');
+  if (found || current(entry, '.noscript')) return found;
+  return once(`${entry}.cjs`, async () => {
     try {
-      // import.meta is empty in CommonJS: code that uses it has to stay a module
-      const warnings = await esbuildInto(entry, out, 'cjs', '', (w) => w.text.includes('import.meta'));
-      if (warnings) throw new Error('uses import.meta');
-      return out;
+      return await build(entry, 'cjs');
     } catch {
+      await bundled(entry); // esbuild's error left no list of inputs; this build makes one, and the stamp
       try {
-        writeFileSync(join(dir, `${name}.noscript`), '');
+        writeFileSync(join(writableCache(), `${bundleName(entry)}-${stampOf(entry)}.noscript`), '');
       } catch {}
       return undefined;
     }
@@ -189,18 +244,60 @@ async function scriptOf(entry) {
 }
 
 /**
- * esbuild's one bundle of `entry`, written to a temp file and renamed to
- * `out` only if it succeeded and `refuse` (given esbuild's warnings) says
- * nothing against it; returns whether it refused. Koffi stays the repo's
- * (koffiFromRepo); the bundle knows where the repo is (globalThis.__bajRepo).
+ * V8 compiles each function of a script to bytecode the first time it runs,
+ * ~4 ms of a launcher's start. V8's code cache is that bytecode, saved:
+ * compiled from it, a script starts almost at once. It is taken as the
+ * process exits, so it holds every function that run needed, and made again
+ * whenever V8 rejects it (another source, another V8). (Node 22 does this
+ * for every module: module.enableCompileCache().)
  */
-async function esbuildInto(entry, out, format, banner, refuse = () => false) {
-  const tmp = `${out}.${process.pid}.tmp.${format === 'cjs' ? 'cjs' : 'mjs'}`;
-  // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
-  const { build } = createRequire(join(repo, 'package.json'))('esbuild');
+function runScript(file) {
+  const saved = cached(`${basename(file, '.cjs')}.v8cache`);
+  const cachedData = saved ? readFileSync(saved) : undefined;
+  // the wrapper Node's CommonJS loader puts around a file, on the same line: line numbers stay
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, { filename: file, cachedData });
+  if (!cachedData || script.cachedDataRejected) {
+    process.once('exit', () => {
+      try {
+        writeAtomically(join(writableCache(), `${basename(file, '.cjs')}.v8cache`), script.createCachedData());
+      } catch {}
+    });
+  }
+  const module = { exports: {} };
+  script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file));
+}
+
+/** A temp file renamed into place: a reader at the same moment sees the old file or the new, never half of one. */
+function writeAtomically(path, data) {
+  const tmp = `${path}.${process.pid}.tmp`;
   try {
-    const result = await build({
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * esbuild's bundle of `entry` ('esm' or 'cjs'), renamed into the cache by
+ * the stamp of the files it read (which it also lists as NAME.inputs);
+ * returns its path, or throws if esbuild failed (a top-level await, as
+ * CommonJS). Koffi stays the repo's (koffiFromRepo); the bundle knows
+ * where the repo is (globalThis.__bajRepo).
+ */
+async function build(entry, format) {
+  const key = bundleName(entry);
+  const dir = writableCache();
+  const ext = format === 'cjs' ? '.cjs' : '.mjs';
+  const tmp = join(dir, `${key}.${process.pid}.tmp${ext}`);
+  // from the repo's node_modules, wherever this code runs from (a bundle of it may not be in the repo)
+  const esbuild = createRequire(join(repo, 'package.json'))('esbuild');
+  const started = Date.now();
+  try {
+    const result = await esbuild.build({
       entryPoints: [entry],
+      absWorkingDir: repo, // the metafile names inputs relative to it
+      metafile: true,
       bundle: true,
       platform: 'node',
       format,
@@ -209,27 +306,46 @@ async function esbuildInto(entry, out, format, banner, refuse = () => false) {
       plugins: [koffiFromRepo],
       outfile: tmp,
       logLevel: format === 'cjs' ? 'silent' : 'error',
-      banner: { js: `${banner} globalThis.__bajRepo = ${JSON.stringify(repo)};` },
+      // CommonJS has no import.meta: import.meta.url is the script's own URL,
+      // as in a module bundle (lib/sh.ts finds zx from it). ESM is given a
+      // require(), which some bundled CommonJS packages call.
+      ...(format === 'cjs' ? { define: { 'import.meta.url': '__bajUrl' } } : {}),
+      banner: {
+        js: `${format === 'cjs' ? `var __bajUrl = require('node:url').pathToFileURL(__filename).href;` : `import { createRequire as __bajRequire } from 'node:module'; const require = __bajRequire(import.meta.url);`} globalThis.__bajRepo = ${JSON.stringify(repo)};`,
+      },
     });
-    if (result.warnings.some(refuse)) return true;
+    // any other import.meta (dirname, resolve) would be empty in CommonJS: such code stays a module
+    if (format === 'cjs' && result.warnings.some((w) => w.text.includes('import.meta'))) throw new Error(`bundle: ${entry} uses import.meta`);
+    // the repo's files only (node_modules is not watched, nor koffi's stand-in), and this builder
+    const inputs = [...new Set([BUILDER, ...Object.keys(result.metafile.inputs).filter((f) => !f.includes(':') && !f.startsWith('node_modules/'))])].sort();
+    const unseen = inputs.filter((rel) => !seen.stats.has(rel));
+    // stats taken before the build stand: a file changed since then changes the next start's stamp
+    const text = describe(inputs);
+    if (text === undefined) throw new Error(`bundle: a source of ${entry} went away while it was built`);
+    const stamp = fnv12(text);
+    const out = join(dir, `${key}-${stamp}${ext}`);
     renameSync(tmp, out);
+    // a file first stat'ed only now may have changed while esbuild read it (mtimes lag by a clock tick): then no list, and the next start builds again
+    if (unseen.every((rel) => statOf(rel).mtimeMs < started - 20)) writeAtomically(join(dir, `${key}.inputs`), `${stamp}\n${text}`);
+    seen.stamps.set(key, stamp);
+    pruneStale(dir, key, stamp);
+    return out;
   } finally {
     rmSync(tmp, { force: true });
   }
-  pruneStale(dirname(out), entry);
-  return false;
 }
 
 /**
- * Older bundles and scripts of the same entry are dead weight once new ones
- * exist; one younger than a few minutes may still be about to start (a
- * jail's init), so it stays until a later build. Those of this stamp stay.
+ * Older bundles, scripts and code caches of the same entry are dead weight
+ * once new ones exist; one younger than a few minutes may still be about to
+ * start (a jail's init), so it stays until a later build. Those of this
+ * stamp stay.
  */
-function pruneStale(dir, entry) {
-  const pattern = new RegExp(`^${bundleName(entry)}-([0-9a-f]{12})\\.(mjs|cjs|noscript)$`);
+function pruneStale(dir, key, stamp) {
+  const pattern = new RegExp(`^${key}-([0-9a-f]{12})\\.(mjs|cjs|noscript|v8cache)$`);
   for (const f of readdirSync(dir)) {
-    const stamp = pattern.exec(f)?.[1];
-    if (!stamp || stamp === sourceStamp()) continue;
+    const old = pattern.exec(f)?.[1];
+    if (!old || old === stamp) continue;
     try {
       if (Date.now() - statSync(join(dir, f)).mtimeMs > 10 * 60_000) rmSync(join(dir, f));
     } catch {}

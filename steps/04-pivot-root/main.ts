@@ -11,7 +11,9 @@ import { initPath, pivotFlags, pivotSpec } from './jail.ts';
 
 const flags = { ...jailFlags, ...pivotFlags } as const;
 
-await stepEntry('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags, async (args) => {
+// not awaited at the top level: lib/bundle.mjs can then make this entry one
+// CommonJS script, which starts from V8's code cache (lib/bundle.mjs runScript)
+void stepEntry('Step 04: the god process — PID 1 builds /proc /sys /dev and pivot_roots.', 'npm run step 4 -- [--rootfs DIR | --debian] [--hostname NAME] [--user] [-- CMD ARGS…]', flags, async (args) => {
   requireRoot();
   if (args.flags.debian && args.flags.rootfs) throw new JailError('give --rootfs or --debian, not both', undefined, 2);
   const rootfs = requireRootfs(args.flags.debian ? rootfsDir('debian') : rootfsOrDefault(args.flags.rootfs));
