@@ -9,8 +9,9 @@
 //   init -> launcher  anything else     a report for the launcher's onMessage
 // The init must not start the target before "go": that is how a cgroup or a
 // network exists before the first instruction of the target runs.
-import { Socket } from 'node:net';
-import { readlinkSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import { closeSync, readlinkSync, readSync, writeSync } from 'node:fs';
 import { setCloexec } from '../../lib/libc.ts';
 
 export const HANDSHAKE_FD = 3;
@@ -22,6 +23,8 @@ export function sendToLauncher(line: string): void {
 }
 
 let socket: Socket | undefined;
+/** What the launcher sent after its "go" line, read with it: the channel's first bytes. */
+let rest = '';
 
 /**
  * Tells the launcher our host PID and waits for its "go". In a new user
@@ -49,26 +52,29 @@ function receiveGo(): Promise<string> {
   // /proc is still the host's here, so /proc/self names our PID in the host's
   // PID namespace, while getpid() already says 1.
   sendToLauncher(`pid ${readlinkSync('/proc/self')}`);
-  return new Promise((resolve, reject) => {
-    const sock = (socket = new Socket({ fd: HANDSHAKE_FD, readable: true, writable: false }));
-    let buf = '';
-    const gone = () => reject(new Error('the launcher went away before the jail started'));
-    const onData = (d: Buffer) => {
-      buf += d;
-      const end = buf.indexOf('\n');
-      if (end === -1) return;
-      const line = buf.slice(0, end);
-      if (line !== 'go' && !line.startsWith('go ')) return reject(new Error(`the launcher said ${JSON.stringify(line.slice(0, 40))}, not "go"`));
-      // done listening: a later reader (step 10's exec) gets the channel to itself
-      sock.off('data', onData).off('end', gone).off('error', reject);
-      sock.pause();
-      sock.unref();
-      resolve(line.slice(3));
-    };
-    sock.on('data', onData);
-    sock.on('end', gone);
-    sock.on('error', reject);
-  });
+  // read on a later microtask: what the caller does next (loadLibc) overlaps the launcher's part
+  return Promise.resolve().then(readGoLine);
+}
+
+/**
+ * The launcher's line, by a blocking read(2): until "go" the init has
+ * nothing else to do, and this needs neither node:net (~3 ms to load) nor a
+ * turn of the event loop. 0 bytes means the launcher went away.
+ */
+function readGoLine(): string {
+  const buf = Buffer.alloc(64 * 1024);
+  let text = '';
+  for (;;) {
+    const n = readSync(HANDSHAKE_FD, buf, 0, buf.length, null);
+    if (n === 0) throw new Error('the launcher went away before the jail started');
+    text += buf.toString('utf8', 0, n);
+    const end = text.indexOf('\n');
+    if (end === -1) continue;
+    const line = text.slice(0, end);
+    if (line !== 'go' && !line.startsWith('go ')) throw new Error(`the launcher said ${JSON.stringify(line.slice(0, 40))}, not "go"`);
+    rest = text.slice(end + 1);
+    return line.slice(3);
+  }
 }
 
 /**
@@ -76,14 +82,23 @@ function receiveGo(): Promise<string> {
  * (step 10's exec); it is close-on-exec, so no target inherits it.
  */
 export function launcherChannel(): Socket {
-  if (!socket) throw new Error('launcherChannel: no handshake yet');
   setCloexec(HANDSHAKE_FD);
+  if (!socket) {
+    const { Socket } = createRequire(import.meta.url)('node:net') as typeof import('node:net');
+    socket = new Socket({ fd: HANDSHAKE_FD, readable: true, writable: false });
+    if (rest) socket.unshift(Buffer.from(rest));
+  }
   return socket;
 }
 
-/** Setup is done: close fd 3, so the target does not inherit it. */
+let closed = false;
+
+/** Setup is done: close fd 3, so the target does not inherit it (once: a second close could hit an fd reused since). */
 export function closeHandshake(): void {
-  socket?.destroy();
+  if (closed) return;
+  closed = true;
+  if (socket) socket.destroy();
+  else closeSync(HANDSHAKE_FD);
 }
 
 /** Reports a setup failure to the launcher and exits; 125 is "the jail runtime failed", as in docker run. */
