@@ -2,9 +2,11 @@
 // command, then the result. Everything goes to stderr so that a jail's own
 // stdout stays clean for pipes and tests. Colour only on a terminal (chalk
 // decides from the stream; FORCE_COLOR / NO_COLOR are honoured).
+import { isatty } from 'node:tty';
 import chalk, { Chalk } from 'chalk';
 
-const c = process.stderr.isTTY ? chalk : new Chalk({ level: 0 });
+// isatty(2), not process.stderr.isTTY: that would make Node's stderr stream at every start, quiet or not
+const c = isatty(2) ? chalk : new Chalk({ level: 0 });
 const quiet = () => process.env.JAIL_QUIET === '1';
 
 function write(line: string): void {

@@ -1,7 +1,7 @@
 // What the host must have before a step can run. Each check knows the one
 // line that fixes it; `npm run doctor` prints them all, a step stops at the
 // first one it needs.
-import { accessSync, constants, existsSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { JailError } from './errors.ts';
@@ -47,9 +47,11 @@ export function which(tool: string): string | undefined {
   // root's tools live in sbin, which a sudo'd PATH may lack
   for (const dir of [...path.split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']) {
     const full = join(dir, tool);
+    // a stat that says "not here" instead of throwing (npm's PATH has a dozen dirs without the tool, and
+    // each throw costs); a dir we may not search (EACCES, without root) still throws
     try {
-      accessSync(full, constants.X_OK);
-      return full;
+      const st = statSync(full, { throwIfNoEntry: false });
+      if (st?.isFile() && st.mode & 0o111) return full;
     } catch {}
   }
   return undefined;
