@@ -3,172 +3,29 @@
 // the overlay is another module's), rmi, export as an OCI layout that skopeo
 // reads, a runc bundle that runc runs, import back (from a layout, an
 // oci-archive, docker save archives) into byte-for-byte the same trees, and
-// hostile archives refused with nothing left. Everything lives in a
+// hostile archives refused with nothing left (09-images-hostile.test.ts). Everything lives in a
 // JAIL_HOME of its own under /var/tmp, removed at the end. No registry, no
 // network.
 //   node --import tsx test/09-images.test.ts -c=false
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import {
-  chmodSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync,
-} from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import * as assert from 'uvu/assert';
-import { JailError } from '../lib/errors.ts';
-import { getXattr, listXattrs, makedev, mknod, S_IFCHR, setXattr } from '../lib/libc.ts';
+import { getXattr } from '../lib/libc.ts';
 import { which } from '../lib/preflight.ts';
 import { processStart } from '../lib/proc.ts';
-import { rootfsDir } from '../lib/state.ts';
-import { buildBusyboxRootfs } from '../steps/01-rootfs/rootfs.ts';
 import { limitsFromFlags } from '../steps/06-cgroups/flags.ts';
 import { exportBundle } from '../steps/09-layers/bundle.ts';
-import { clean } from '../steps/09-layers/clean.ts';
 import { commitJail } from '../steps/09-layers/commit.ts';
 import { imagesCommand, listImages, removeImage } from '../steps/09-layers/images.ts';
 import { exportOci } from '../steps/09-layers/oci-export.ts';
 import { importImage } from '../steps/09-layers/oci-import.ts';
-import {
-  checkImageName, ensureImage, imageNames, jailPaths, layerDir, layerDirs, readImage, readJailState, isRunning, tmpDir, writeJailState, type JailState,
-} from '../steps/09-layers/store.ts';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../steps/09-layers/tar.ts';
-import { assertHostUnchanged, hostState, isRoot, rootSuite, runNode, sh, type HostState } from './helpers.ts';
+import { checkImageName, ensureImage, jailPaths, layerDir, layerDirs, readImage, readJailState, isRunning, tmpDir } from '../steps/09-layers/store.ts';
+import { runNode, sh } from './helpers.ts';
+import { BASE_USR_SBIN, deadPid, everything, imagesHome, imagesSuite, makeKeptJail, refused, scratch, storeState, treeOf } from './images.ts';
 
-// one JAIL_HOME for the file; jailHome() reads the variable on every call
-const home = isRoot ? mkdtempSync('/var/tmp/baj-test-09-') : '/nonexistent';
-if (isRoot) chmodSync(home, 0o755); // a user namespace's root walks through it to a bundle's rootfs
-process.env.JAIL_HOME = home;
-process.env.JAIL_QUIET = '1';
-const scratch = (name: string) => join(home, 'scratch', name);
-
-const test = rootSuite('09 images: store, commit, export, import, bundle');
-let before: HostState;
-
-test.before(async () => {
-  if (!isRoot) return;
-  mkdirSync(join(home, 'scratch'));
-  await buildBusyboxRootfs(rootfsDir('busybox'));
-});
-test.before.each(() => {
-  before = hostState();
-});
-test.after.each(async () => {
-  await assertHostUnchanged(before);
-});
-test.after(() => {
-  if (isRoot) rmSync(home, { recursive: true, force: true });
-});
-
-// ---------------------------------------------------------------------------
-// Helpers
-
-/** Runs `fn` and expects one JailError with exit status 2 whose message matches. */
-async function refused(fn: () => unknown, pattern: RegExp): Promise<JailError> {
-  try {
-    await fn();
-  } catch (err) {
-    if (!(err instanceof JailError)) throw err;
-    assert.match(err.message, pattern);
-    assert.is(err.exitCode, 2, `exit status of: ${err.message}`);
-    return err;
-  }
-  assert.unreachable(`not refused: expected ${pattern}`);
-  throw new Error('unreachable');
-}
-
-/** Every path under a dir (the store, an export dir): to prove that nothing was made. */
-function everything(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    let entries: string[] = [];
-    try {
-      entries = readdirSync(d);
-    } catch {
-      return;
-    }
-    for (const e of entries.sort()) {
-      const p = join(d, e);
-      out.push(p);
-      if (lstatSync(p).isDirectory()) walk(p);
-    }
-  };
-  walk(dir);
-  return out;
-}
-const storeState = () => everything(join(home, 'images')).filter((p) => !p.endsWith('/.lock'));
-
-/** A tree as text: every entry's type, mode, owner, mtime, size, content, link, device number and xattrs. */
-function treeOf(root: string): string[] {
-  return everything(root).map((p) => {
-    const st = lstatSync(p);
-    const rel = p.slice(root.length + 1);
-    const kind = st.isDirectory() ? 'd' : st.isSymbolicLink() ? `l->${readlinkSync(p)}` : st.isFile() ? `f:${createHash('sha256').update(readFileSync(p)).digest('hex').slice(0, 16)}:n${st.nlink}` : st.isCharacterDevice() ? `c:${st.rdev}` : st.isFIFO() ? 'p' : '?';
-    const xattrs = listXattrs(p).map((x) => `${x}=${getXattr(p, x)!.toString('hex')}`).join(',');
-    return `${rel} ${kind} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${Math.floor(st.mtimeMs / 1000)} ${st.isFile() ? st.size : ''} ${xattrs}`;
-  });
-}
-
-/** A PID that was alive a moment ago and is not now. */
-function deadPid(): number {
-  const r = spawnSync('/bin/true');
-  return r.pid!;
-}
-
-const BASE_USR_SBIN = () => readdirSync(join(rootfsDir('busybox'), 'usr/sbin'));
-
-/**
- * A kept jail's upper, as overlayfs would have left it: a new file (with an
- * xattr and a hard link), bin/vi deleted (a whiteout), /usr/sbin removed
- * and made again (opaque) with one file in it, and /mnt made again under a
- * `userxattr` mount (opaque in user.overlay.*).
- */
-function makeKeptJail(name: string, launcher: Pick<JailState, 'launcherPid' | 'launcherStart'>): void {
-  const { upper, work } = jailPaths(name);
-  mkdirSync(join(upper, 'etc'), { recursive: true });
-  mkdirSync(work);
-  writeFileSync(join(upper, 'etc/motd'), 'made in the jail\n');
-  setXattr(join(upper, 'etc/motd'), 'user.baj', 'kept');
-  linkSync(join(upper, 'etc/motd'), join(upper, 'etc/motd.again'));
-  mkdirSync(join(upper, 'bin'));
-  mknod(join(upper, 'bin/vi'), S_IFCHR | 0o644, makedev(0, 0));
-  mkdirSync(join(upper, 'usr/sbin'), { recursive: true });
-  setXattr(join(upper, 'usr/sbin'), 'trusted.overlay.opaque', 'y');
-  setXattr(join(upper, 'usr/sbin'), 'trusted.overlay.origin', Buffer.from([0, 1, 2])); // overlayfs's bookkeeping: not content
-  writeFileSync(join(upper, 'usr/sbin/only-me'), '#!/bin/sh\necho only me\n', { mode: 0o755 });
-  // a jail with a user namespace mounts its overlay with userxattr: its marks are in user.overlay.*
-  mkdirSync(join(upper, 'mnt'));
-  setXattr(join(upper, 'mnt'), 'user.overlay.opaque', 'y');
-  writeFileSync(join(upper, 'mnt/note'), 'mounted here\n');
-  writeJailState({ name, image: 'busybox', ...launcher, kept: true });
-}
-
-/** An OCI layout by hand, around layer tars we craft: for the hostile archives. */
-function handMadeLayout(dir: string, layers: Buffer[]): void {
-  mkdirSync(join(dir, 'blobs/sha256'), { recursive: true });
-  const put = (data: Buffer) => {
-    const hex = createHash('sha256').update(data).digest('hex');
-    writeFileSync(join(dir, 'blobs/sha256', hex), data);
-    return { digest: `sha256:${hex}`, size: data.length };
-  };
-  const blobs = layers.map((t) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(gzipSync(t)) }));
-  const diffIds = layers.map((t) => `sha256:${createHash('sha256').update(t).digest('hex')}`);
-  const config = put(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/sh'] }, rootfs: { type: 'layers', diff_ids: diffIds } })));
-  const manifest = put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers: blobs })));
-  writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest }] }));
-}
-
-/** A tar of hand-written entries. */
-function craftTar(entries: (Partial<TarHeader> & { name: string; body?: string })[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const e of entries) {
-    const body = Buffer.from(e.body ?? '');
-    const h: TarHeader = { type: 'file', mode: 0o644, uid: 0, gid: 0, size: body.length, mtime: 1_700_000_000, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), ...e };
-    parts.push(encodeHeader(h));
-    if (h.type === 'file') parts.push(body, padding(body.length));
-  }
-  return Buffer.concat([...parts, END_OF_ARCHIVE]);
-}
+const home = imagesHome('baj-test-09-');
+const test = imagesSuite('09 images: store, commit, export, import, bundle');
 
 const skopeo = which('skopeo');
 const runc = which('runc');
@@ -415,101 +272,5 @@ function runcRun(bundle: string) {
     rmSync(root, { recursive: true, force: true });
   }
 }
-
-// ---------------------------------------------------------------------------
-// Hostile archives
-
-async function refusedImport(name: string, layers: Buffer[], pattern: RegExp): Promise<void> {
-  const dir = scratch(`evil-${name}`);
-  handMadeLayout(dir, layers);
-  const images = imageNames();
-  const layersBefore = readdirSync(join(home, 'images/layers'));
-  await refused(() => importImage(dir, `baj-test-${name}`), pattern);
-  assert.equal(imageNames(), images, 'no image was made');
-  assert.equal(readdirSync(join(home, 'images/layers')), layersBefore, 'no layer was kept');
-  assert.equal(readdirSync(tmpDir()), [], 'no half import is left');
-}
-
-test('import refuses an entry that climbs out with .., names it, and leaves nothing', async () => {
-  await refusedImport('dotdot', [craftTar([{ name: 'etc', type: 'dir', mode: 0o755 }, { name: '../escape-dotdot', body: 'owned\n' }])], /entry '\.\.\/escape-dotdot' climbs out/);
-  assert.not.ok(existsSync(join(tmpDir(), 'escape-dotdot')));
-  assert.equal(everything(join(home, 'images')).filter((p) => p.includes('escape')), []);
-});
-
-test('import refuses an absolute entry, names it, and writes nothing there', async () => {
-  const target = `/tmp/baj-test-abs-${process.pid}`;
-  await refusedImport('absolute', [craftTar([{ name: `${target}/owned`, body: 'owned\n' }])], new RegExp(`entry '${target}/owned' is an absolute path`));
-  assert.not.ok(existsSync(target));
-});
-
-test('import refuses a path through a symlink that leaves the layer (evil -> /tmp/DIR, then evil/owned), and writes nothing there', async () => {
-  const outside = mkdtempSync('/tmp/baj-test-evil-');
-  try {
-    await refusedImport('symlink', [craftTar([{ name: 'evil', type: 'symlink', linkname: outside }, { name: 'evil/owned', body: 'owned\n' }])], /entry 'evil\/owned' goes through the symlink evil .*points outside the layer/);
-    assert.equal(readdirSync(outside), []);
-    await refusedImport('updir', [craftTar([{ name: 'a', type: 'dir', mode: 0o755 }, { name: 'a/up', type: 'symlink', linkname: '../..' }, { name: 'a/up/owned', body: 'x' }])], /goes through the symlink a\/up .*points outside the layer/);
-    await refusedImport('hardlink', [craftTar([{ name: 'passwd', type: 'hardlink', linkname: '../../../../etc/passwd' }])], /entry '\.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd' climbs out/);
-    // a whiteout of '..' would delete the directory above the layer
-    await refusedImport('whiteout-up', [craftTar([{ name: 'etc', type: 'dir', mode: 0o755 }, { name: 'etc/.wh...' }])], /entry 'etc\/\.wh\.\.\.' is a whiteout of no file/);
-  } finally {
-    rmSync(outside, { recursive: true, force: true });
-  }
-});
-
-test('import follows a symlink that stays inside the layer, skips device nodes, and refuses a blob that is not what its digest says', async () => {
-  const dir = scratch('benign');
-  handMadeLayout(dir, [craftTar([
-    { name: 'usr/lib', type: 'dir', mode: 0o755 },
-    { name: 'lib', type: 'symlink', linkname: 'usr/lib' },
-    { name: 'lib/libx.so', body: 'elf\n' },
-    { name: 'dev/sda', type: 'block', devmajor: 8, devminor: 0 },
-    { name: 'gone', type: 'file', mode: 0o644 },
-    { name: '.wh.gone', body: 'a whiteout has no content; these bytes are ignored\n' },
-    { name: '.wh..wh.plnk', type: 'dir', mode: 0o700 },
-  ])]);
-  const { image, skipped } = await importImage(dir, 'baj-test-benign');
-  const layer = layerDir(image.layers[0]!);
-  assert.is(readFileSync(join(layer, 'usr/lib/libx.so'), 'utf8'), 'elf\n');
-  assert.not.ok(existsSync(join(layer, 'dev/sda')));
-  assert.match(skipped.join('\n'), /dev\/sda: a block device 8:0/);
-  assert.ok(lstatSync(join(layer, 'gone')).isCharacterDevice(), '.wh.gone became a whiteout');
-  assert.not.ok(existsSync(join(layer, '.wh..wh.plnk')), "AUFS's bookkeeping is not carried over");
-  await removeImage('baj-test-benign');
-
-  const tampered = scratch('tampered');
-  handMadeLayout(tampered, [craftTar([{ name: 'hello', body: 'hello\n' }])]);
-  const index = JSON.parse(readFileSync(join(tampered, 'index.json'), 'utf8'));
-  const manifest = JSON.parse(readFileSync(join(tampered, 'blobs/sha256', index.manifests[0].digest.slice(7)), 'utf8'));
-  const layerBlob = join(tampered, 'blobs/sha256', manifest.layers[0].digest.slice(7));
-  writeFileSync(layerBlob, gzipSync(craftTar([{ name: 'hello', body: 'HELLO\n' }])));
-  const images = imageNames();
-  await refused(() => importImage(tampered, 'baj-test-tampered'), /layer 1's blob's sha256 is .* not the .* the archive says/);
-  assert.equal(imageNames(), images);
-  assert.equal(readdirSync(tmpDir()), []);
-});
-
-// ---------------------------------------------------------------------------
-// npm run clean
-
-test("npm run clean removes a dead process's half-made import and export, and leaves a living one's", async () => {
-  const dead = deadPid();
-  const half = join(tmpDir(), `import-${dead}-1`);
-  mkdirSync(join(half, 'etc'), { recursive: true });
-  const output = `${scratch('out')}.tmp-${dead}`;
-  mkdirSync(join(output, 'blobs'), { recursive: true });
-  writeFileSync(join(tmpDir(), `output-${dead}-2`), output + '\n');
-  const mine = join(tmpDir(), `import-${process.pid}-99`);
-  mkdirSync(mine);
-  try {
-    const said = await clean();
-    assert.match(said.join('\n'), /removed the half-made/);
-    assert.not.ok(existsSync(half));
-    assert.not.ok(existsSync(output));
-    assert.not.ok(existsSync(join(tmpDir(), `output-${dead}-2`)));
-    assert.ok(existsSync(mine), 'a living process\'s work stays');
-  } finally {
-    rmSync(mine, { recursive: true, force: true });
-  }
-});
 
 test.run();
