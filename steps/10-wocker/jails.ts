@@ -39,8 +39,12 @@ async function until<T>(probe: () => T | undefined, ms: number, every = 50, wake
 class Slots {
   #free: number;
   #waiting: (() => void)[] = [];
-  constructor(n: number) {
-    this.#free = n;
+  constructor(readonly size: number) {
+    this.#free = size;
+  }
+  /** No creation holds a slot, and none waits for one. */
+  get idle(): boolean {
+    return this.#free === this.size;
   }
   async take(): Promise<void> {
     if (this.#free > 0) return void this.#free--;
@@ -75,9 +79,6 @@ export function daemonInfo() {
   return { pid: process.pid, jails: { running: jails.filter((j) => j.state === 'running').length, total: jails.length }, pool: pool?.info() ?? { size: 0, ready: 0, starting: 0 } };
 }
 
-/** Creations under way: the pool is filled again only when there are none (a slot's three Node starts would slow them). */
-let inFlight = 0;
-
 /** Until the shim says running or exited; a jail that never ran is the shim's sentence, as an error. */
 async function waitStarted(id: string, slot?: Slot): Promise<void> {
   // a state file is a few bytes: reading it every 10 ms costs nothing, and answers the 201 sooner;
@@ -99,7 +100,6 @@ async function waitStarted(id: string, slot?: Slot): Promise<void> {
 export async function createJail(req: JailRequest): Promise<string> {
   if (!imageExists(req.image) && !BUILTIN_NAMES.includes(req.image)) throw new ApiError(404, `no image named ${req.image}; GET /images lists them`);
   await creating.take();
-  inFlight++;
   let id: string | undefined;
   let slot: Slot | undefined;
   try {
@@ -122,7 +122,8 @@ export async function createJail(req: JailRequest): Promise<string> {
   } finally {
     slot?.release();
     creating.give();
-    if (--inFlight === 0) pool?.fill();
+    // the pool is filled again only once no creation is under way: a new slot's three Node starts would slow them
+    if (creating.idle) pool?.fill();
   }
 }
 

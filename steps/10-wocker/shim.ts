@@ -28,7 +28,7 @@ import { jailLimits, jailShape, runOnImage } from '../09-layers/run.ts';
 import { ApiError, checkExecRequest, JAIL_ID, MAX_BODY, parseJson } from './api.ts';
 import { ExecClient } from './exec-client.ts';
 import { readRequest, shimSocket, writeState, type ShimState } from './records.ts';
-import { POOL_SHAPE, shapeOf, stepFlags } from './request.ts';
+import { POOL_SHAPE, stepFlags } from './request.ts';
 
 const INIT = repoPath('steps/10-wocker/init.ts');
 
@@ -92,24 +92,18 @@ async function shim(id: string, ahead?: Ahead, notify: Notify = () => {}): Promi
   say(base);
   let ran = false;
   let server: Server | undefined;
-  let made = ahead;
   const exec = new ExecClient();
   try {
     const req = readRequest(id);
     if (!req) throw new JailError(`the record of jail ${id} has no request`);
+    // a slot is given only to a request of its shape (the daemon's Pool.fits); were it not, step 03's
+    // launcher would refuse an init of other namespaces and step 06's hook a cgroup of other controllers
     const { flags, command } = stepFlags(id, req);
-    if (made && shapeOf(req) !== shapeOf(POOL_SHAPE)) {
-      // not the pool's shape (the daemon asks only for ones that are): what was made ahead goes, the jail starts cold
-      made.parked.child.kill('SIGKILL');
-      await made.parked.exited;
-      await removeCgroup(made.cgroup);
-      made = undefined;
-    }
     server = await serveExecSocket(id, exec);
     const code = await runOnImage(flags, command, {
       init: INIT,
-      parked: made?.parked,
-      cgroup: made?.cgroup,
+      parked: ahead?.parked,
+      cgroup: ahead?.cgroup,
       onChannel: (send) => exec.attach(send),
       onMessage: (line) => void exec.onMessage(line),
       onStarted: (initPid, ip) => {
@@ -132,7 +126,7 @@ async function shim(id: string, ahead?: Ahead, notify: Notify = () => {}): Promi
     server?.close();
     rmSync(shimSocket(id), { force: true });
     // the cgroup made ahead is the hook's to remove once its prepare ran; a start that failed sooner leaves it to us
-    if (made) await removeCgroup(made.cgroup);
+    if (ahead) await removeCgroup(ahead.cgroup);
   }
 }
 
