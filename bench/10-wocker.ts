@@ -30,15 +30,17 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, usage } from '../lib/cli.ts';
 import { JailError, runMain } from '../lib/errors.ts';
 import { requireRoot, requireTools } from '../lib/preflight.ts';
+import { ticksNow } from '../lib/proc.ts';
 import { jailHome, rootfsDir } from '../lib/state.ts';
 import { buildBusyboxRootfs } from '../steps/01-rootfs/rootfs.ts';
 import { ensureImage } from '../steps/09-layers/store.ts';
 import { MAX_CREATING } from '../steps/10-wocker/jails.ts';
+import { idleSlotPids } from '../steps/10-wocker/pool.ts';
 import { listIds, readState, recordDir } from '../steps/10-wocker/records.ts';
 import { median, pool, printTable, rivalCommands, scratchDir, timeCommands, type Command } from './measure.ts';
 import { COLD_PHASES, createOne, POOL_PHASES, runTrue, SLEEPER, watchRecords, writtenAt, type Creation } from './wocker-creation.ts';
-import { api, daemonPid, idleSlots, logTail, removeJail, startDaemon, stopDaemon, undoSync, waitPoolReady } from './wocker-daemon.ts';
-import { CLK_TCK, jailMemory, memAvailableKiB, mib, printWeights, sleep, slotMemory, startedBefore, statusKiB, ticksNow, tryOr } from './wocker-probe.ts';
+import { api, daemonPid, logTail, removeJail, startDaemon, stopDaemon, undoSync, waitPoolReady } from './wocker-daemon.ts';
+import { CLK_TCK, jailMemory, memAvailableKiB, mib, printWeights, sleep, slotMemory, startedBefore, statusKiB, tryOr } from './wocker-probe.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
@@ -178,7 +180,7 @@ await runMain(async () => {
   const left = listIds().length;
   // no slot was taken by a removal: the pool is full and idle, and what an idle slot holds is measured
   await waitPoolReady(poolLog);
-  const slots = idleSlots();
+  const slots = idleSlotPids();
   const slotWeights = slotMemory(slots);
   const [rssAfter, hwm] = [statusKiB(pid, 'VmRSS')!, statusKiB(pid, 'VmHWM')!];
   await stopDaemon(); // SIGTERM: it waits for its idle slots to undo themselves

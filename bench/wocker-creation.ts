@@ -10,11 +10,11 @@ import { statSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { JailError } from '../lib/errors.ts';
-import { childrenOf } from '../lib/proc.ts';
+import { childrenOf, ticksNow } from '../lib/proc.ts';
 import { JAIL_ID } from '../steps/10-wocker/api.ts';
 import { jailsDir, readState, recordDir } from '../steps/10-wocker/records.ts';
 import { api, removeJail } from './wocker-daemon.ts';
-import { sleep, startedAt, startedBefore, ticksNow, tryOr } from './wocker-probe.ts';
+import { sleep, startedAt, startedBefore, tryOr } from './wocker-probe.ts';
 
 /** The usual request, the pool's shape: busybox, no network, a target that waits. */
 export const SLEEPER = { image: 'busybox', net: 'none', cmd: ['sleep', '1000'] };

@@ -7,7 +7,7 @@
 // Only the bench's: its JAIL_HOME and socket are its own, and a shim is
 // taken for ours only if its record or its slot's log is in that home.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -17,8 +17,8 @@ import { jailHome, PREFIX } from '../lib/state.ts';
 import { cgroupPaths } from '../steps/06-cgroups/hierarchy.ts';
 import { JAIL_ID } from '../steps/10-wocker/api.ts';
 import { daemonSocket } from '../steps/10-wocker/daemon.ts';
-import { poolDir } from '../steps/10-wocker/pool.ts';
-import { listIds, readState, recordDir } from '../steps/10-wocker/records.ts';
+import { idleSlotPids, poolDir } from '../steps/10-wocker/pool.ts';
+import { listIds, readState } from '../steps/10-wocker/records.ts';
 import { jailName } from '../steps/10-wocker/request.ts';
 import { gone, shimArgv, sleep, sleepSync, tryOr } from './wocker-probe.ts';
 
@@ -67,14 +67,6 @@ export async function startDaemon(log: string, env: NodeJS.ProcessEnv): Promise<
   return performance.now() - t0;
 }
 
-/** The idle slots of our daemon's pool: a shim with a log in our pool dir and an id no record has yet (a taken slot's has one). */
-export function idleSlots(): number[] {
-  return listPids().filter((pid) => {
-    const a = shimArgv(pid);
-    return !!a?.slotLog?.startsWith(poolDir() + '/') && !existsSync(recordDir(a.id));
-  });
-}
-
 /**
  * SIGTERM, and its end: the daemon closes each idle slot's channel and waits
  * (10 s at most) for the slot to kill its init and remove its cgroup. A slot
@@ -86,8 +78,8 @@ export async function stopDaemon(): Promise<void> {
   const closed = new Promise((r) => d.once('close', r));
   d.kill('SIGTERM');
   await closed;
-  for (let i = 0; i < 50 && idleSlots().length; i++) await sleep(100);
-  const left = idleSlots();
+  for (let i = 0; i < 50 && idleSlotPids().length; i++) await sleep(100);
+  const left = idleSlotPids();
   if (left.length) throw new JailError(`${left.length} idle pool slot(s) outlived the daemon that stopped with SIGTERM: pids ${left.join(' ')}`, 'the daemon should wait for them (pool.ts close()); the bench stops them on its way out');
 }
 

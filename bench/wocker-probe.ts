@@ -1,13 +1,12 @@
 // What bench/10-wocker.ts reads from /proc, beyond lib/proc.ts's PIDs, argv,
 // parents and start times: a process's status lines and its PSS, the host's
-// MemAvailable, "now" in the clock ticks that start times count, the wocker
+// MemAvailable, start times on our clocks, the wocker
 // shims told apart by their argv, and the memory of a jail's processes (or
 // of an idle pool slot's) added up by kind.
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cmdline, descendantsOf, parentOf, processStart } from '../lib/proc.ts';
+import { clockTicks, cmdline, descendantsOf, parentOf, processStart } from '../lib/proc.ts';
 import { JAIL_ID } from '../steps/10-wocker/api.ts';
 import type { ShimState } from '../steps/10-wocker/records.ts';
 
@@ -39,14 +38,8 @@ export const gone = (pid: number) => (statusText(pid, 'State') ?? 'Z').startsWit
 
 // --- clocks: /proc's start times on our scales
 
-/** Start times in /proc/PID/stat count clock ticks since boot: CLK_TCK of them a second (asked, not assumed). */
-export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
-/**
- * Now, in those ticks, truncated: /proc/uptime reads the same boot-time
- * clock as the start times, to 10 ms. A process whose start tick is below
- * it started before this moment, whatever the rounding.
- */
-export const ticksNow = () => Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLK_TCK);
+/** Start times in /proc/PID/stat count clock ticks since boot: CLK_TCK of them a second. */
+export const CLK_TCK = clockTicks();
 /** A jail came from the pool if its init was already running when its POST was sent. */
 export const startedBefore = (pid: number | undefined, tick: number) => {
   const t = pid === undefined ? undefined : processStart(pid);

@@ -1,5 +1,6 @@
 // Reading /proc: which processes exist, what they run, when they started.
 // A PID alone can be reused; a PID and its start time name one process.
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** Every PID in this PID namespace's /proc. */
@@ -22,6 +23,19 @@ export function processStart(pid: number): number | undefined {
   const f = statFields(pid);
   return f ? Number(f[19]) : undefined;
 }
+
+let ticksPerSecond: number | undefined;
+/** CLK_TCK, the clock ticks a second that processStart counts in (asked once, not assumed: 100 on most Linux). */
+export function clockTicks(): number {
+  return (ticksPerSecond ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })) || 100);
+}
+
+/**
+ * Now, in processStart's ticks, truncated: /proc/uptime reads the same
+ * boot-time clock, to 10 ms. A process whose start is below it started
+ * before this moment, whatever the rounding.
+ */
+export const ticksNow = (): number => Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * clockTicks());
 
 /** The fields of /proc/PID/stat after the command name, which may hold spaces and parentheses: counted from the last ')'. */
 function statFields(pid: number): string[] | undefined {

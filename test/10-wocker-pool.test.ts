@@ -10,10 +10,11 @@
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { cmdline, listPids, processStart } from '../lib/proc.ts';
+import { processStart, ticksNow } from '../lib/proc.ts';
 import { capabilityMask, DOCKER_DEFAULT_CAPS } from '../steps/08-hardening/capabilities.ts';
 import { cgroupPaths } from '../steps/06-cgroups/hierarchy.ts';
 import { ensureImage } from '../steps/09-layers/store.ts';
+import { idleSlotPids } from '../steps/10-wocker/pool.ts';
 import { isRoot, jailSuite, repo, runNode, waitFor } from './helpers.ts';
 import { api, createJail, exec, removeEveryJail, startDaemon, stopDaemon, view, wocker } from './wocker.ts';
 
@@ -24,15 +25,6 @@ process.env.JAIL_QUIET = '1';
 process.env.WOCKER_SOCK = join(home, 'wocker.sock');
 const POOL = { WOCKER_POOL: '2' };
 const poolDir = join(home, 'run/wocker/pool');
-
-/** Now, in the clock ticks since boot that /proc/PID/stat's start times count (CLK_TCK is 100 on Linux). */
-const nowTicks = () => Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100);
-/** The idle slots' shims: `node …shim… --pool LOG ID`, a log of this test's home, an ID no record has (a taken slot's has one). */
-const slotShims = () =>
-  listPids().filter((pid) => {
-    const argv = cmdline(pid) ?? [];
-    return argv.some((a) => a.startsWith(poolDir + '/')) && !existsSync(join(home, 'run/wocker/jails', argv.at(-1)!));
-  });
 
 async function poolReady(n = 2): Promise<void> {
   await waitFor(`${n} pool slots ready`, async () => (await api('GET', '/info')).json?.pool?.ready === n, 30_000);
@@ -62,13 +54,13 @@ test.after(() => {
 test('two inits wait before any request; a locked jail takes one, with every lock and limit, and the pool fills again; --privileged starts cold', async () => {
   await startDaemon([], POOL);
   await poolReady();
-  const slots = slotShims();
+  const slots = idleSlotPids();
   assert.is(slots.length, 2, 'two slot shims wait');
   assert.is(readdirSync(poolDir).length, 2, "each with its log, until a jail takes it");
   assert.match((await wocker('info')).stdout, /pool: 2 of 2 slots ready/);
 
   await new Promise((r) => setTimeout(r, 50)); // a tick of /proc's clock between the slots' starts and the request
-  const asked = nowTicks();
+  const asked = ticksNow();
   const id = await createJail({ image: 'busybox', hostname: 'pooled', memory: '64M', pids: '64', cmd: ['sh', '-c', 'echo hi; sleep 300'] });
   const v = await view(id);
   assert.is(v.state, 'running');
@@ -89,11 +81,11 @@ test('two inits wait before any request; a locked jail takes one, with every loc
   await poolReady(); // filled again once no creation is under way
   const bridged = await createJail({ hostname: 'b', net: 'bridge', cmd: ['sleep', '300'] });
   const b = await view(bridged);
-  assert.ok(processStart(b.pid)! < nowTicks(), 'a bridged jail is of the same shape: it takes a slot too');
+  assert.ok(processStart(b.pid)! < ticksNow(), 'a bridged jail is of the same shape: it takes a slot too');
   assert.ok((await exec(bridged, ['sh', '-c', 'ip -4 -o addr show eth0 2>/dev/null || ifconfig eth0'])).output.includes(b.ip), `its address ${b.ip} is on its eth0`);
 
   await poolReady();
-  const cold = nowTicks();
+  const cold = ticksNow();
   const priv = await createJail({ hostname: 'p', privileged: true, cmd: ['sleep', '300'] });
   assert.ok(processStart((await view(priv)).pid)! >= cold - 1, 'no user namespace: another shape, started cold');
   assert.is((await api('GET', '/info')).json.pool.ready, 2, 'and the pool untouched');
@@ -108,7 +100,7 @@ test("SIGKILL of the daemon: the taken slot's jail lives on for the next daemon;
   const id = await createJail({ hostname: 'survivor', cmd: ['sleep', '300'] });
   await poolReady();
   await stopDaemon('SIGKILL');
-  await waitFor('the idle slots to end', async () => slotShims().length === 0, 10_000);
+  await waitFor('the idle slots to end', async () => idleSlotPids().length === 0, 10_000);
   assert.equal(readdirSync(poolDir), [], 'their logs are gone');
   assert.is(cgroupPaths(`baj-w${id}`).length > 0, true, "the jail's cgroup stays");
   await startDaemon([], POOL);
@@ -121,9 +113,9 @@ test("SIGKILL of the daemon: the taken slot's jail lives on for the next daemon;
 test('a slot SIGKILLed while it waits: the daemon starts another; npm run clean removes what the killed one left (its cgroup, its log)', async () => {
   await startDaemon([], POOL);
   await poolReady();
-  const [victim] = slotShims();
+  const [victim] = idleSlotPids();
   process.kill(victim!, 'SIGKILL'); // its init dies with it (pdeathsig); its cgroup and log stay
-  await waitFor('a new slot in its place', async () => !slotShims().includes(victim!) && (await api('GET', '/info')).json.pool.ready === 2, 30_000);
+  await waitFor('a new slot in its place', async () => !idleSlotPids().includes(victim!) && (await api('GET', '/info')).json.pool.ready === 2, 30_000);
   await stopDaemon();
   assert.is(readdirSync(poolDir).length, 1, "the killed slot's log is left");
   const cleaned = await runNode([join(repo, 'bin/clean.ts')], { env: { JAIL_QUIET: '0' } });

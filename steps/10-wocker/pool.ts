@@ -18,20 +18,35 @@
 // is SIGKILLed, closes it, and the slot's shim ends with its init. A taken
 // slot is a shim like any other: it outlives the daemon.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { nodeArgs, nodeChildEnv } from '../../lib/bundle.mjs';
 import { warn } from '../../lib/output.ts';
 import { repoPath } from '../../lib/paths.ts';
+import { cmdline, listPids } from '../../lib/proc.ts';
 import { ensureDir } from '../../lib/state.ts';
 import { EAGER } from '../03-namespaces/launcher.ts';
-import type { JailRequest } from './api.ts';
-import { logPath, newJailId, wockerDir } from './records.ts';
+import { JAIL_ID, type JailRequest } from './api.ts';
+import { logPath, newJailId, recordDir, wockerDir } from './records.ts';
 import { POOL_SHAPE, shapeOf } from './request.ts';
 
 /** Where idle slots keep their logs until a jail takes one. */
 export const poolDir = (): string => join(wockerDir(), 'pool');
+
+/**
+ * The idle slots of this $JAIL_HOME's pool, found by their argv: `node …
+ * shim … --pool LOG ID`, LOG in poolDir(), and an ID no record has yet (a
+ * taken slot is a jail's shim, with a record).
+ */
+export function idleSlotPids(): number[] {
+  return listPids().filter((pid) => {
+    const argv = cmdline(pid) ?? [];
+    const at = argv.indexOf('--pool');
+    const [log = '', id = ''] = at > 0 ? argv.slice(at + 1, at + 3) : [];
+    return log.startsWith(poolDir() + '/') && JAIL_ID.test(id) && !existsSync(recordDir(id));
+  });
+}
 
 /** WOCKER_POOL=N: N slots waiting (default 2; 0: every jail starts cold). */
 export function poolSize(): number {
